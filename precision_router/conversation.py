@@ -1,0 +1,192 @@
+"""Per-conversation routing state and trace recording, shared by every entry point.
+
+:class:`RoutedChatModel`, :class:`PrecisionRoutingMiddleware` and the LangGraph router node
+all route through one :class:`ConversationTracker`: it builds the :class:`RoutingState` of a
+conversation, asks the router, and collects the conversation's steps into an
+:class:`~precision_router.traces.Episode` that is written when the episode ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from precision_router.routing.base import RouteDecision, Router, RoutingState
+from precision_router.traces.schema import Episode, Step
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+    from langchain_core.runnables import RunnableConfig
+
+    from precision_router.traces.store import TraceStore
+
+__all__ = [
+    "ConversationTracker",
+    "conversation_id_from_config",
+    "message_text",
+    "split_conversation",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONVERSATION = "default"
+
+
+def conversation_id_from_config(config: RunnableConfig | Mapping[str, Any] | None) -> str:
+    """The conversation key of a run: ``configurable.thread_id``, else ``session_id``, else ``"default"``."""
+    if not config:
+        return DEFAULT_CONVERSATION
+    configurable = config.get("configurable") or {}
+    metadata = config.get("metadata") or {}
+    for source in (configurable, metadata):
+        for key in ("thread_id", "session_id"):
+            value = source.get(key)
+            if value is not None and value != "":
+                return str(value)
+    return DEFAULT_CONVERSATION
+
+
+def message_text(message: BaseMessage) -> str:
+    """Plain text of a message: its text content plus, for AI messages, its tool calls."""
+    text = message.text if isinstance(message.text, str) else message.text()  # type: ignore[operator]
+    calls = getattr(message, "tool_calls", None) or []
+    rendered = [f"{c['name']}({json.dumps(c.get('args', {}), sort_keys=True)})" for c in calls]
+    return "\n".join(part for part in [text.strip(), *rendered] if part)
+
+
+def split_conversation(messages: Sequence[BaseMessage]) -> tuple[str, tuple[tuple[str, str], ...], str]:
+    """Split a message list into ``(task, history, observation)``.
+
+    ``task`` is the first human turn; each AI message is an action whose observation is the
+    text of the tool / human messages that follow it; ``observation`` is what the model is
+    about to answer (the messages after the last AI message, or the task itself at step 0).
+    System messages are ignored.
+    """
+    task = ""
+    actions: list[str] = []
+    observations: list[list[str]] = []
+    pending: list[str] = []
+    for message in messages:
+        kind = message.type
+        if kind == "system":
+            continue
+        if kind == "ai":
+            if actions:
+                observations.append(pending)
+            pending = []
+            actions.append(message_text(message))
+        elif not task and not actions and kind == "human":
+            task = message_text(message)
+        else:
+            pending.append(message_text(message))
+    if actions:
+        observations.append(pending)
+    history = tuple((a, "\n".join(o)) for a, o in zip(actions, observations, strict=True))
+    if history:
+        return task, history, history[-1][1]
+    return task, (), "\n".join(pending) or task
+
+
+class ConversationTracker:
+    """Routes steps and records them as episodes, one open episode per conversation.
+
+    Thread-safe: every conversation has its own episode, and concurrent conversations never
+    share state. An episode is written to ``trace_store`` (when set) by :meth:`end_episode`.
+
+    Args:
+        router: the routing policy.
+        trace_store: where finished episodes go (``None``: keep nothing after ``end_episode``).
+    """
+
+    def __init__(self, router: Router, trace_store: TraceStore | None = None) -> None:
+        self.router = router
+        self.trace_store = trace_store
+        self._episodes: dict[str, Episode] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def policy_name(self) -> str:
+        """The router's name as recorded in traces."""
+        return getattr(self.router, "name", type(self.router).__name__)
+
+    @property
+    def router_version(self) -> str | None:
+        """The router's version (weights fingerprint for learned routers), if it has one."""
+        return getattr(self.router, "version", None)
+
+    def decide(
+        self,
+        conversation_id: str,
+        task: str,
+        history: Sequence[tuple[str, str]] = (),
+        extras: Mapping[str, Any] | None = None,
+    ) -> RouteDecision:
+        """Ask the router for the next step of ``conversation_id`` (opening its episode if needed)."""
+        self._open(conversation_id, task)
+        state = RoutingState(task, tuple(history), conversation_id, dict(extras or {}))
+        return self.router.decide(state)
+
+    def _open(self, conversation_id: str, task: str) -> Episode:
+        with self._lock:
+            episode = self._episodes.get(conversation_id)
+            if episode is None:
+                episode = Episode(
+                    conversation_id=conversation_id,
+                    task=task,
+                    policy=self.policy_name,
+                    router_version=self.router_version,
+                )
+                self._episodes[conversation_id] = episode
+            return episode
+
+    def record(self, conversation_id: str, step: Step, *, task: str = "") -> None:
+        """Add ``step`` to the open episode of ``conversation_id``."""
+        episode = self._open(conversation_id, task)
+        with self._lock:
+            episode.steps.append(step)
+
+    def next_index(self, conversation_id: str) -> int:
+        """Index the next recorded step of ``conversation_id`` will get."""
+        with self._lock:
+            episode = self._episodes.get(conversation_id)
+            return len(episode.steps) if episode else 0
+
+    def current(self, conversation_id: str) -> Episode | None:
+        """A copy of the open episode of ``conversation_id`` (``None`` if none is open)."""
+        with self._lock:
+            episode = self._episodes.get(conversation_id)
+            return episode.model_copy(deep=True) if episode else None
+
+    def open_conversations(self) -> list[str]:
+        """Conversations with an open episode."""
+        with self._lock:
+            return list(self._episodes)
+
+    def end_episode(
+        self,
+        conversation_id: str = DEFAULT_CONVERSATION,
+        *,
+        success: bool | None = None,
+        reward: float | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> Episode | None:
+        """Close the open episode of ``conversation_id``, write it, and return it.
+
+        Returns ``None`` (and writes nothing) when the conversation has no open episode.
+        """
+        with self._lock:
+            episode = self._episodes.pop(conversation_id, None)
+        if episode is None:
+            logger.warning("end_episode(%r): no open episode for this conversation", conversation_id)
+            return None
+        episode.success = success
+        episode.reward = reward
+        episode.info.update(info or {})
+        episode.ended_at = time.time()
+        if self.trace_store is not None:
+            self.trace_store.append(episode)
+        return episode

@@ -1,0 +1,193 @@
+"""The router network: a small Transformer encoder over step embeddings (read top to bottom)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from precision_router.errors import CheckpointMismatchError
+
+__all__ = ["CHECKPOINT_FORMAT", "RouterConfig", "RouterNet", "pad_sequences"]
+
+CHECKPOINT_FORMAT = 1
+"""Version of the router checkpoint layout written by :meth:`RouterNet.save`."""
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Architecture of :class:`RouterNet`.
+
+    Attributes:
+        embed_dim: dimension of the step embeddings (384 for all-MiniLM-L6-v2).
+        d_model: width of the Transformer.
+        n_layers: Transformer encoder layers (the paper uses 2).
+        n_heads: attention heads.
+        max_steps: ``L_max``: only the last ``max_steps`` steps are kept (the task always is).
+        n_routes: ``K``, the number of precisions (index 0 = low, index K-1 = high).
+        dropout: dropout inside the encoder layers.
+        encoder: name of the sentence encoder whose embeddings the router reads.
+    """
+
+    embed_dim: int = 384
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    max_steps: int = 32
+    n_routes: int = 2
+    dropout: float = 0.1
+    encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            msg = f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+            raise ValueError(msg)
+        if self.n_routes < 2:
+            msg = f"n_routes must be at least 2, got {self.n_routes}"
+            raise ValueError(msg)
+        if self.max_steps < 1:
+            msg = f"max_steps must be positive, got {self.max_steps}"
+            raise ValueError(msg)
+
+
+def pad_sequences(seqs: list[torch.Tensor], max_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch ``[z_task, z_1 .. z_t]`` sequences: keep the task and the last ``max_steps`` steps.
+
+    Returns:
+        ``x`` of shape ``(B, T, E)`` (right-padded with zeros) and ``valid`` of shape ``(B, T)``.
+    """
+    kept = [s if s.shape[0] <= max_steps + 1 else torch.cat([s[:1], s[-max_steps:]]) for s in seqs]
+    longest = max(s.shape[0] for s in kept)
+    x = kept[0].new_zeros(len(kept), longest, kept[0].shape[-1])
+    valid = torch.zeros(len(kept), longest, dtype=torch.bool, device=x.device)
+    for i, s in enumerate(kept):
+        x[i, : s.shape[0]] = s
+        valid[i, : s.shape[0]] = True
+    return x, valid
+
+
+class RouterNet(nn.Module):
+    """``[z_task, z_1 .. z_t]`` -> logits over the K precisions.
+
+    Step embeddings are projected to ``d_model``, learned absolute positions are added, a
+    2-layer Transformer encoder runs with a key-padding mask, the last valid position is
+    pooled and a linear head gives one logit per precision.
+    """
+
+    def __init__(self, config: RouterConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or RouterConfig()
+        self.proj = nn.Linear(config.embed_dim, config.d_model)
+        self.pos = nn.Embedding(config.max_steps + 1, config.d_model)
+        layer = nn.TransformerEncoderLayer(
+            d_model=config.d_model,
+            nhead=config.n_heads,
+            dim_feedforward=4 * config.d_model,
+            dropout=config.dropout,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, config.n_routes)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, K)`` for embeddings ``x`` ``(B, T, E)`` with validity mask ``valid`` ``(B, T)``."""
+        positions = torch.arange(x.shape[1], device=x.device)
+        h = self.proj(x) + self.pos(positions)[None]
+        h = self.encoder(h, src_key_padding_mask=~valid)
+        last = valid.long().sum(dim=1) - 1
+        pooled = self.norm(h[torch.arange(h.shape[0], device=h.device), last])
+        return self.head(pooled)
+
+    @torch.no_grad()
+    def probs(self, seqs: list[torch.Tensor]) -> torch.Tensor:
+        """Route probabilities ``(B, K)`` for unpadded sequences (eval mode, no grad)."""
+        x, valid = pad_sequences(seqs, self.config.max_steps)
+        return F.softmax(self(x, valid), dim=-1)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """Short content hash of the weights (recorded as ``router_version`` in traces)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:12]
+
+    def save(self, path: str | os.PathLike[str], **meta: Any) -> Path:
+        """Write weights, config, encoder name, K and versions to ``path`` (``meta`` is kept too)."""
+        from precision_router import __version__
+
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint = {
+            "format": "precision-router/router",
+            "format_version": CHECKPOINT_FORMAT,
+            "library_version": __version__,
+            "torch_version": str(torch.__version__),
+            "config": asdict(self.config),
+            "encoder": self.config.encoder,
+            "embed_dim": self.config.embed_dim,
+            "n_routes": self.config.n_routes,
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "meta": meta,
+        }
+        tmp = out.with_name(out.name + ".tmp")
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, out)
+        return out
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        encoder: str | None = None,
+        embed_dim: int | None = None,
+        n_routes: int | None = None,
+    ) -> RouterNet:
+        """Load a checkpoint written by :meth:`save`, checking it against what the caller expects.
+
+        Raises:
+            CheckpointMismatchError: the file is not a router checkpoint, has an unknown format
+                version, or its encoder, embedding dimension or K differ from the ones given.
+        """
+        try:
+            checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            msg = f"{path} is not a readable router checkpoint ({exc}); train one with precision-router train-klst"
+            raise CheckpointMismatchError(msg) from exc
+        if not isinstance(checkpoint, dict) or checkpoint.get("format") != "precision-router/router":
+            msg = f"{path} is not a precision-router router checkpoint"
+            raise CheckpointMismatchError(msg)
+        version = checkpoint.get("format_version")
+        if version != CHECKPOINT_FORMAT:
+            msg = (
+                f"{path} has router checkpoint format {version}, this precision-router reads "
+                f"format {CHECKPOINT_FORMAT}; retrain the router or use a matching version"
+            )
+            raise CheckpointMismatchError(msg)
+        expected = {"encoder": encoder, "embed_dim": embed_dim, "n_routes": n_routes}
+        for key, want in expected.items():
+            if want is not None and checkpoint[key] != want:
+                msg = (
+                    f"{path} was trained with {key}={checkpoint[key]!r} but {want!r} was expected; "
+                    "use the encoder / model pair it was trained for, or retrain the router"
+                )
+                raise CheckpointMismatchError(msg)
+        known = {f.name for f in fields(RouterConfig)}
+        config = RouterConfig(**{k: v for k, v in checkpoint["config"].items() if k in known})
+        net = cls(config)
+        net.load_state_dict(checkpoint["state_dict"])
+        net.eval()
+        net.meta = checkpoint.get("meta", {})  # type: ignore[assignment]
+        return net
