@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = ["COMMANDS", "main"]
 
@@ -43,9 +44,72 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_klst(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("traces", nargs="+", type=Path, help="JSONL trace files with per-step KL (collect-kl)")
+    parser.add_argument("--out", type=Path, required=True, help="router checkpoint to write (plots go beside it)")
+    parser.add_argument("--tau", type=float, default=0.85, help="empirical-CDF threshold for 'needs high'")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--max-steps", type=int, default=32, help="L_max: steps of history the router reads")
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--encoder", default=None, help="sentence-transformers model (default all-MiniLM-L6-v2)")
+
+
+def _run_train_klst(args: argparse.Namespace) -> int:
+    from precision_router.routing.encoder import DEFAULT_ENCODER, StepEncoder
+    from precision_router.routing.network import RouterConfig
+    from precision_router.traces.store import JsonlTraceStore
+    from precision_router.training.klst import KLSTConfig, train_klst
+
+    episodes = [e for path in args.traces for e in JsonlTraceStore(path).read()]
+    config = KLSTConfig(
+        tau=args.tau,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        router=RouterConfig(max_steps=args.max_steps),
+    )
+    result = train_klst(episodes, args.out, encoder=StepEncoder(args.encoder or DEFAULT_ENCODER), config=config)
+    print(result.summary())
+    for plot in result.plots:
+        print(f"  plot: {plot}")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "models": Command("list model presets, or prepare one (--prepare)", _add_models, _run_models),
+    "train-klst": Command("train a router from KL-labelled traces (KL-ST)", _add_train_klst, _run_train_klst),
 }
+
+
+def _integration_commands() -> dict[str, Command]:
+    """Subcommands of installed integrations (the ALFWorld one lives in its own distribution)."""
+    try:
+        from precision_router_alfworld import cli as alfworld_cli
+    except ImportError:
+
+        def missing(parser: argparse.ArgumentParser) -> None:
+            parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+        def explain(args: argparse.Namespace) -> int:
+            print("the ALFWorld integration is not installed: pip install -e integrations/alfworld", file=sys.stderr)
+            return 2
+
+        return {"alfworld": Command("ALFWorld agent (integration not installed)", missing, explain)}
+    return {
+        "alfworld": Command(
+            "run the routed ReAct agent on ALFWorld games", alfworld_cli.add_arguments, alfworld_cli.run
+        ),
+        "collect-kl": Command(
+            "roll out ALFWorld games with the high model acting and record both precisions' KL per step",
+            alfworld_cli.add_collect_arguments,
+            alfworld_cli.collect,
+        ),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"precision-router {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, command in COMMANDS.items():
+    for name, command in {**COMMANDS, **_integration_commands()}.items():
         command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
     return parser
 
@@ -71,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from precision_router.errors import PrecisionRouterError
 
     try:
-        return COMMANDS[args.command].run(args)
+        return {**COMMANDS, **_integration_commands()}[args.command].run(args)
     except PrecisionRouterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from langchain_core.runnables import Runnable
 from pydantic import Field
 
 __all__ = [
+    "HashingEncoder",
     "ScriptedChatModel",
     "mean_next_token_kl",
     "tiny_causal_lm",
@@ -150,6 +151,35 @@ def mean_next_token_kl(high: Any, low: Any, tokenizer: Any, prompts: Sequence[st
             log_low = torch.log_softmax(low(ids).logits.float(), -1)
             values.append((log_low.exp() * (log_low - log_high)).sum(-1).mean().item())
     return sum(values) / len(values)
+
+
+class HashingEncoder:
+    """A fast deterministic stand-in for the sentence encoder: hashed, normalised word counts.
+
+    Has the interface training and :class:`~precision_router.routing.LearnedRouter` use
+    (``name``, ``dim``, ``encode(texts)``), so router tests run without loading a real encoder.
+    """
+
+    name = "test/hashing-encoder"
+
+    def __init__(self, dim: int = 64) -> None:
+        self.dim = dim
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        """``(len(texts), dim)`` float tensor."""
+        import hashlib
+
+        import torch
+
+        out = torch.zeros(len(texts), self.dim)
+        for i, text in enumerate(texts):
+            for word in text.lower().replace(".", " ").split():
+                out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
+        return torch.nn.functional.normalize(out, dim=-1)
+
+    def encode_state(self, state: Any) -> Any:
+        """The router input sequence of a routing state."""
+        return self.encode(state.step_texts())
 
 
 class ScriptedChatModel(BaseChatModel):

