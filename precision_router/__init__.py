@@ -23,6 +23,14 @@ if TYPE_CHECKING:
         TokenizerMismatchError,
         TraceSchemaError,
     )
+    from precision_router.graph import (
+        ModelNode,
+        RoutedMessagesState,
+        RouterNode,
+        build_routed_react_agent,
+        route_edge,
+    )
+    from precision_router.middleware import PrecisionRoutingMiddleware, PrecisionRoutingState
     from precision_router.models.local import LocalChatModel
     from precision_router.models.pair import load_precision_pair
     from precision_router.routing.base import (
@@ -51,20 +59,27 @@ __all__ = [
     "LocalChatModel",
     "MissingExtraError",
     "ModelLoadError",
+    "ModelNode",
     "PrecisionRouterError",
+    "PrecisionRoutingMiddleware",
+    "PrecisionRoutingState",
     "RandomRouter",
     "RouteDecision",
     "RoutedChatModel",
+    "RoutedMessagesState",
     "Router",
     "RouterConfig",
     "RouterNet",
+    "RouterNode",
     "RoutingState",
     "Step",
     "StepEncoder",
     "TokenizerMismatchError",
     "TraceSchemaError",
     "__version__",
+    "build_routed_react_agent",
     "load_precision_pair",
+    "route_edge",
 ]
 
 _LAZY = {
@@ -77,6 +92,13 @@ _LAZY = {
     "PrecisionRouterError": "precision_router.errors",
     "TokenizerMismatchError": "precision_router.errors",
     "TraceSchemaError": "precision_router.errors",
+    "ModelNode": "precision_router.graph",
+    "RoutedMessagesState": "precision_router.graph",
+    "RouterNode": "precision_router.graph",
+    "build_routed_react_agent": "precision_router.graph",
+    "route_edge": "precision_router.graph",
+    "PrecisionRoutingMiddleware": "precision_router.middleware",
+    "PrecisionRoutingState": "precision_router.middleware",
     "LocalChatModel": "precision_router.models.local",
     "load_precision_pair": "precision_router.models.pair",
     "AlwaysHigh": "precision_router.routing.base",

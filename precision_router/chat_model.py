@@ -26,14 +26,14 @@ from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, model_validat
 from precision_router.conversation import (
     ConversationTracker,
     conversation_id_from_config,
-    message_text,
+    display_name,
     split_conversation,
 )
 from precision_router.routing.base import RouteDecision, Router
-from precision_router.traces.schema import Episode, Step
+from precision_router.traces.schema import Episode
 from precision_router.traces.store import TraceStore
 
-__all__ = ["RoutedChatModel", "output_problem"]
+__all__ = ["RoutedChatModel", "bound_tool_names", "check_routing_setup", "escalation_reason", "output_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,62 @@ def output_problem(message: AIMessage, tool_names: Sequence[str] = (), tool_choi
     if required and not message.tool_calls:
         return "no tool call although tool_choice required one"
     return None
+
+
+def escalation_reason(
+    message: AIMessage,
+    tool_names: Sequence[str] = (),
+    tool_choice: Any = None,
+    output_validator: Callable[[AIMessage], str | None] | None = None,
+) -> str | None:
+    """Why a low-precision reply must be retried on the high model, or ``None`` to keep it.
+
+    The one escalation rule of every entry point: :func:`output_problem`, then the user's
+    ``output_validator``.
+    """
+    reason = output_problem(message, tool_names, tool_choice)
+    if reason is None and output_validator is not None:
+        reason = output_validator(message)
+    return reason or None
+
+
+def bound_tool_names(tools: Sequence[Any]) -> list[str]:
+    """Names of the client-side tools in ``tools`` (``BaseTool``, functions, schemas, OpenAI dicts).
+
+    Returns an empty list, which turns the unknown-tool check of :func:`output_problem` off,
+    when a tool has no client-side name (a provider built-in tool such as web search).
+    """
+    names = []
+    for tool in tools:
+        if isinstance(tool, BaseTool):
+            names.append(tool.name)
+            continue
+        try:
+            names.append(convert_to_openai_tool(tool)["function"]["name"])
+        except (KeyError, TypeError, ValueError):
+            return []
+    return names
+
+
+def check_routing_setup(high: Any, low: Any, router: Any, trace_store: Any = None) -> None:
+    """Refuse a router, trace store or model pair that cannot work together.
+
+    Raises:
+        TypeError: ``router`` is not a :class:`~precision_router.routing.Router` or
+            ``trace_store`` is not a :class:`~precision_router.traces.TraceStore`.
+        TokenizerMismatchError: ``high`` and ``low`` are local models with different tokenizers.
+    """
+    if not isinstance(router, Router):
+        msg = f"router must have a name and decide(state) -> RouteDecision, got {type(router).__name__}"
+        raise TypeError(msg)
+    if trace_store is not None and not isinstance(trace_store, TraceStore):
+        msg = f"trace_store must be a TraceStore (e.g. JsonlTraceStore), got {type(trace_store).__name__}"
+        raise TypeError(msg)
+    high_tok, low_tok = getattr(high, "tokenizer", None), getattr(low, "tokenizer", None)
+    if high_tok is not None and low_tok is not None:
+        from precision_router.models.pair import check_same_tokenizer
+
+        check_same_tokenizer(high_tok, low_tok, getattr(high, "hf_model", None), getattr(low, "hf_model", None))
 
 
 @dataclass
@@ -117,6 +173,9 @@ class RoutedChatModel(BaseChatModel):
     """Retry a step on ``high`` when the low model's reply is unusable."""
     output_validator: Callable[[AIMessage], str | None] | None = None
     """Extra check of a low-precision reply: return a reason to escalate, or ``None``."""
+    trace_delegate_runs: bool = False
+    """Report the chosen model's call to callbacks (LangSmith) as a child run of the routed call.
+    Off by default: a routed call is one chat-model run whose metadata names the model that answered."""
     model_name: str = Field(default="precision-router", validation_alias=AliasChoices("model_name", "model"))
     """Name reported to LangSmith."""
 
@@ -130,19 +189,7 @@ class RoutedChatModel(BaseChatModel):
 
     @model_validator(mode="after")
     def _check(self) -> RoutedChatModel:
-        if not isinstance(self.router, Router):
-            msg = f"router must have a name and decide(state) -> RouteDecision, got {type(self.router).__name__}"
-            raise TypeError(msg)
-        if self.trace_store is not None and not isinstance(self.trace_store, TraceStore):
-            msg = f"trace_store must be a TraceStore (e.g. JsonlTraceStore), got {type(self.trace_store).__name__}"
-            raise TypeError(msg)
-        high_tok, low_tok = getattr(self.high, "tokenizer", None), getattr(self.low, "tokenizer", None)
-        if high_tok is not None and low_tok is not None:
-            from precision_router.models.pair import check_same_tokenizer
-
-            check_same_tokenizer(
-                high_tok, low_tok, getattr(self.high, "hf_model", None), getattr(self.low, "hf_model", None)
-            )
+        check_routing_setup(self.high, self.low, self.router, self.trace_store)
         return self
 
     def model_post_init(self, context: Any, /) -> None:
@@ -270,7 +317,7 @@ class RoutedChatModel(BaseChatModel):
             observation=observation,
             model=high if decision.route == "high" else low,
             high=high,
-            tool_names=[t["function"]["name"] for t in tools if "function" in t],
+            tool_names=bound_tool_names(tools),
             tool_choice=tool_choice,
             kwargs=kwargs,
         )
@@ -278,56 +325,36 @@ class RoutedChatModel(BaseChatModel):
     def _problem(self, call: _Call, message: AIMessage) -> str | None:
         if call.decision.route != "low" or not self.escalate_on_parse_error:
             return None
-        reason = output_problem(message, call.tool_names, call.tool_choice)
-        if reason is None and self.output_validator is not None:
-            reason = self.output_validator(message)
+        reason = escalation_reason(message, call.tool_names, call.tool_choice, self.output_validator)
         if reason:
             logger.info("escalating step of %s to high: %s", call.conversation_id, reason)
         return reason
 
     def _finish(self, call: _Call, message: AIMessage, escalation: str | None) -> dict[str, Any]:
         """Record the step and return the ``precision_router`` metadata for the reply."""
-        route = "high" if escalation else call.decision.route
-        model_name = _model_name(self.high if route == "high" else self.low)
-        latency_ms = (time.perf_counter() - call.started) * 1000
-        meta = {
-            "route": route,
-            "p_high": call.decision.p_high,
-            "policy": self._tracker.policy_name,
-            "router_version": self._tracker.router_version,
-            "latency_ms": round(latency_ms, 3),
-            "escalated": escalation is not None,
-            "model": model_name,
-        }
-        if escalation:
-            meta["escalation_reason"] = escalation
-        usage: dict[str, Any] = dict(message.usage_metadata or {})
-        self._tracker.record(
+        return self._tracker.record_reply(
             call.conversation_id,
-            Step(
-                index=self._tracker.next_index(call.conversation_id),
-                observation=call.observation,
-                action=message_text(message),
-                route=route,
-                p_high=call.decision.p_high,
-                policy=self._tracker.policy_name,
-                model=model_name,
-                latency_ms=latency_ms,
-                input_tokens=usage.get("input_tokens"),
-                output_tokens=usage.get("output_tokens"),
-                escalated=escalation is not None,
-                escalation_reason=escalation,
-            ),
+            call.decision,
+            message,
             task=call.task,
+            observation=call.observation,
+            model=display_name(self.high if escalation or call.decision.route == "high" else self.low),
+            latency_ms=(time.perf_counter() - call.started) * 1000,
+            escalation=escalation,
         )
-        return meta
 
     def _child_config(
         self, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None
     ) -> RunnableConfig:
-        """Config for the delegate call: a child run of this one, hidden from token streaming."""
-        if run_manager is None:
-            return RunnableConfig(tags=list(_CHILD_TAGS))
+        """Config of the delegate call.
+
+        By default the delegate is invisible to callbacks (``callbacks=[]`` also shields it from
+        the ambient LangGraph config): one model call is one chat-model run, whose metadata names
+        the model that answered. With ``trace_delegate_runs`` it is a child run of this one.
+        Either way it is hidden from LangGraph's token streaming (this run streams the tokens).
+        """
+        if run_manager is None or not self.trace_delegate_runs:
+            return RunnableConfig(callbacks=[], tags=list(_CHILD_TAGS))
         manager_cls = (
             AsyncCallbackManager if isinstance(run_manager, AsyncCallbackManagerForLLMRun) else CallbackManager
         )
@@ -431,14 +458,6 @@ class RoutedChatModel(BaseChatModel):
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _model_name(model: Any) -> str:
-    for attr in ("model_name", "model", "model_id"):
-        value = getattr(model, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return type(model).__name__
 
 
 def _result(message: AIMessage, meta: dict[str, Any]) -> ChatResult:

@@ -80,9 +80,33 @@ def _run_train_klst(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_calibrate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--traces", nargs="+", type=Path, required=True, help="traces to calibrate on (collect-kl)")
+    parser.add_argument("--policy", required=True, help="learned:<checkpoint.pt>, entropy@0 or margin@0")
+    parser.add_argument("--target-share", type=float, required=True, help="share of steps to route high")
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from precision_router.evaluation.calibration import calibrate_policy, policy_scores
+    from precision_router.routing.spec import router_from_spec
+    from precision_router.traces.store import JsonlTraceStore
+
+    episodes = [e for path in args.traces for e in JsonlTraceStore(path).read()]
+    router = router_from_spec(args.policy)
+    threshold = calibrate_policy(router, episodes, args.target_share)
+    scores = policy_scores(router, episodes)
+    share = sum(s >= threshold for s in scores) / len(scores)
+    print(f"threshold {threshold:.6g}: routes {share:.3f} of {len(scores)} recorded steps high")
+    print(f"policy: {router.name}")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "models": Command("list model presets, or prepare one (--prepare)", _add_models, _run_models),
     "train-klst": Command("train a router from KL-labelled traces (KL-ST)", _add_train_klst, _run_train_klst),
+    "calibrate": Command(
+        "choose a policy threshold that hits a target high-precision share", _add_calibrate, _run_calibrate
+    ),
 }
 
 
@@ -103,6 +127,11 @@ def _integration_commands() -> dict[str, Command]:
     return {
         "alfworld": Command(
             "run the routed ReAct agent on ALFWorld games", alfworld_cli.add_arguments, alfworld_cli.run
+        ),
+        "train-grpo": Command(
+            "refine a router with GRPO on ALFWorld rollouts (from a KL-ST checkpoint, or fresh)",
+            alfworld_cli.add_grpo_arguments,
+            alfworld_cli.train_grpo_command,
         ),
         "collect-kl": Command(
             "roll out ALFWorld games with the high model acting and record both precisions' KL per step",

@@ -13,9 +13,9 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from precision_router.routing.base import RouteDecision, Router, RoutingState
+from precision_router.routing.base import Route, RouteDecision, Router, RoutingState
 from precision_router.traces.schema import Episode, Step
 
 if TYPE_CHECKING:
@@ -27,13 +27,18 @@ if TYPE_CHECKING:
 __all__ = [
     "ConversationTracker",
     "conversation_id_from_config",
+    "display_name",
     "message_text",
     "split_conversation",
+    "tag_reply",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONVERSATION = "default"
+"""Conversation key of a run whose config names no ``thread_id`` or ``session_id``."""
+
+MessageT = TypeVar("MessageT", bound="BaseMessage")
 
 
 def conversation_id_from_config(config: RunnableConfig | Mapping[str, Any] | None) -> str:
@@ -50,12 +55,27 @@ def conversation_id_from_config(config: RunnableConfig | Mapping[str, Any] | Non
     return DEFAULT_CONVERSATION
 
 
+def display_name(model: Any) -> str:
+    """The name a model is recorded under: its ``model_name`` / ``model`` / ``model_id``, else its class."""
+    for attr in ("model_name", "model", "model_id"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return type(model).__name__
+
+
 def message_text(message: BaseMessage) -> str:
     """Plain text of a message: its text content plus, for AI messages, its tool calls."""
     text = message.text if isinstance(message.text, str) else message.text()  # type: ignore[operator]
     calls = getattr(message, "tool_calls", None) or []
     rendered = [f"{c['name']}({json.dumps(c.get('args', {}), sort_keys=True)})" for c in calls]
     return "\n".join(part for part in [text.strip(), *rendered] if part)
+
+
+def tag_reply(message: MessageT, meta: Mapping[str, Any]) -> MessageT:
+    """A copy of ``message`` whose ``response_metadata["precision_router"]`` is ``meta``."""
+    response_metadata = {**message.response_metadata, "precision_router": dict(meta)}
+    return message.model_copy(update={"response_metadata": response_metadata})
 
 
 def split_conversation(messages: Sequence[BaseMessage]) -> tuple[str, tuple[tuple[str, str], ...], str]:
@@ -148,6 +168,75 @@ class ConversationTracker:
         episode = self._open(conversation_id, task)
         with self._lock:
             episode.steps.append(step)
+
+    def record_reply(
+        self,
+        conversation_id: str,
+        decision: RouteDecision,
+        message: BaseMessage,
+        *,
+        task: str = "",
+        observation: str = "",
+        model: str = "",
+        latency_ms: float = 0.0,
+        escalation: str | None = None,
+        index: int | None = None,
+    ) -> dict[str, Any]:
+        """Record the step that ``message`` answered and return its ``precision_router`` metadata.
+
+        Every entry point (chat model, middleware, graph node) records its steps here, so the
+        trace and the reply's ``response_metadata["precision_router"]`` always agree.
+
+        Args:
+            conversation_id: the conversation (thread) the step belongs to.
+            decision: the router's decision for this step.
+            message: the reply that was used.
+            task: the conversation's task (names the episode if this opens it).
+            observation: what the model answered (the new input since the previous step).
+            model: name of the model that produced ``message``.
+            latency_ms: time taken by the step, escalation included.
+            escalation: why the low reply was retried on the high model, if it was; the
+                step is then recorded as ``"high"`` and ``escalated``.
+            index: the step's index; by default the next index of the open episode. Graph
+                entry points pass the count kept in checkpointed state, so that a thread
+                resumed in a new process continues its numbering.
+
+        Returns:
+            ``{"route", "p_high", "policy", "router_version", "latency_ms", "escalated",
+            "model"}`` plus ``"escalation_reason"`` when escalated.
+        """
+        route: Route = "high" if escalation else decision.route
+        meta: dict[str, Any] = {
+            "route": route,
+            "p_high": decision.p_high,
+            "policy": self.policy_name,
+            "router_version": self.router_version,
+            "latency_ms": round(latency_ms, 3),
+            "escalated": escalation is not None,
+            "model": model,
+        }
+        if escalation:
+            meta["escalation_reason"] = escalation
+        usage: Mapping[str, Any] = getattr(message, "usage_metadata", None) or {}
+        episode = self._open(conversation_id, task)
+        with self._lock:
+            episode.steps.append(
+                Step(
+                    index=len(episode.steps) if index is None else index,
+                    observation=observation,
+                    action=message_text(message),
+                    route=route,
+                    p_high=decision.p_high,
+                    policy=self.policy_name,
+                    model=model,
+                    latency_ms=latency_ms,
+                    input_tokens=usage.get("input_tokens"),
+                    output_tokens=usage.get("output_tokens"),
+                    escalated=escalation is not None,
+                    escalation_reason=escalation,
+                )
+            )
+        return meta
 
     def next_index(self, conversation_id: str) -> int:
         """Index the next recorded step of ``conversation_id`` will get."""

@@ -177,7 +177,7 @@ def test_guided_call_picks_the_likeliest_tool_name(monkeypatch, tiny_pair):
 
     def fake_decode(self, prompt, stops, state, **kw):
         seen["prompt"] = prompt
-        yield '2, "b": 3}}'
+        yield '2, "b": 3, "type": "integer"}}'
 
     monkeypatch.setattr(LocalChatModel, "_decode", fake_decode)
 
@@ -187,6 +187,7 @@ def test_guided_call_picks_the_likeliest_tool_name(monkeypatch, tiny_pair):
 
     reply = high.bind_tools([get_weather, add], tool_choice="any").invoke("2+3?")
     assert seen["prompt"].endswith('{"name": "add", "arguments": {"a": ')
+    # the undeclared "type" key a small model copied from the schema is dropped
     assert reply.tool_calls[0]["name"] == "add" and reply.tool_calls[0]["args"] == {"a": 2, "b": 3}
 
 
@@ -206,3 +207,10 @@ def test_lazy_loading_from_a_folder(tmp_path):
     reply = lazy.invoke("hi")
     assert reply.usage_metadata["output_tokens"] <= 3
     assert torch.equal(lazy.hf_model.lm_head.weight, model.lm_head.weight)
+
+
+async def test_async_stream_matches_invoke(tiny_pair):
+    high, _ = tiny_pair
+    chunks = [c async for c in high.astream("Hello there")]
+    assert "".join(c.content for c in chunks) == high.invoke("Hello there").content
+    assert (await high.ainvoke("Hello there")).content == high.invoke("Hello there").content

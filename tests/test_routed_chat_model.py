@@ -238,3 +238,21 @@ def test_mismatched_tokenizers_are_refused(tiny_pair):
 def test_bad_router_is_a_clear_error():
     with pytest.raises(TypeError, match="decide"):
         RoutedChatModel(*_models(), object())
+
+
+def test_one_call_is_one_chat_model_run():
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Counter(BaseCallbackHandler):
+        def __init__(self):
+            self.starts = []
+
+        def on_chat_model_start(self, serialized, messages, **kwargs):
+            self.starts.append(kwargs.get("parent_run_id"))
+
+    counter = Counter()
+    RoutedChatModel(*_models(), AlwaysLow()).invoke("x", config={"callbacks": [counter]})
+    assert len(counter.starts) == 1
+    nested = Counter()
+    RoutedChatModel(*_models(), AlwaysLow(), trace_delegate_runs=True).invoke("x", config={"callbacks": [nested]})
+    assert len(nested.starts) == 2 and nested.starts[0] is None and nested.starts[1] is not None

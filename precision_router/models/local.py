@@ -20,6 +20,7 @@ from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr
 
 from precision_router.models.tools import (
     TOOL_CALL_CLOSE,
+    drop_undeclared_arguments,
     forced_prefix,
     guided_prefix,
     parse_tool_calls,
@@ -92,7 +93,8 @@ class LocalChatModel(BaseChatModel):
     guided_tool_calls: bool = True
     """When a call is forced (``tool_choice`` any / required / a name), choose the tool by its
     likelihood among the bound names and open its arguments in the prompt, so that even a small
-    model answers with a well-formed call."""
+    model answers with a well-formed call; and keep only the arguments a tool declares (small
+    models tend to copy schema keys such as ``"type"`` into their arguments)."""
     tool_format: Literal["auto", "template", "hermes"] = "auto"
     """How bound tools reach the prompt: the template's ``tools=`` argument, Hermes text in the
     system message, or ``auto`` (the template when it mentions tools, Hermes otherwise)."""
@@ -217,7 +219,7 @@ class LocalChatModel(BaseChatModel):
             return ChatResult(generations=[ChatGeneration(message=message)])
         prompt, pieces, state = self._start(messages, stop, kwargs)
         text = prompt.prefix + "".join(pieces)
-        message = self._final_message(text, state, bool(prompt.tools))
+        message = self._final_message(text, state, prompt.tools)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
@@ -231,7 +233,7 @@ class LocalChatModel(BaseChatModel):
         if prompt.tools:
             # Tool calls are only known once complete: emit the parsed message as one chunk.
             text = prompt.prefix + "".join(pieces)
-            final = self._final_message(text, state, True)
+            final = self._final_message(text, state, prompt.tools)
             yield ChatGenerationChunk(message=_message_to_last_chunk(final))
             return
         for piece in pieces:
@@ -328,10 +330,12 @@ class LocalChatModel(BaseChatModel):
         scanner = _StopScanner(stops)
         generated: list[int] = []
         emitted_text = ""
-        with self._lock, torch.inference_mode():
-            past = None
-            step_input = ids
-            for _ in range(max_new_tokens):
+        # Inference mode and the model lock are taken per decoding step, never across a yield: the
+        # consumer may resume this generator on another thread (LangChain's default async stream).
+        past = None
+        step_input = ids
+        for _ in range(max_new_tokens):
+            with self._lock, torch.inference_mode():
                 out = model(input_ids=step_input, past_key_values=past, use_cache=True)
                 past = out.past_key_values
                 logits = out.logits[:, -1, :].float()
@@ -340,29 +344,31 @@ class LocalChatModel(BaseChatModel):
                     token = int(torch.multinomial(probs, 1, generator=generator))
                 else:
                     token = int(logits.argmax(dim=-1))
-                if token in eos:
-                    state.finish_reason = "stop"
-                    break
-                generated.append(token)
-                state.output_tokens = len(generated)
-                step_input = torch.tensor([[token]], device=device)
-                text = tokenizer.decode(generated, skip_special_tokens=True)
-                if text.endswith("\ufffd"):
-                    continue  # an incomplete UTF-8 sequence: wait for the next token
-                piece, text_stopped = scanner.feed(text[len(emitted_text) :])
-                emitted_text = text
-                if piece:
-                    yield piece
-                if text_stopped:
-                    state.finish_reason = "stop"
-                    return
-            else:
-                state.finish_reason = "length"
+            if token in eos:
+                state.finish_reason = "stop"
+                break
+            generated.append(token)
+            state.output_tokens = len(generated)
+            step_input = torch.tensor([[token]], device=device)
+            text = tokenizer.decode(generated, skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue  # an incomplete UTF-8 sequence: wait for the next token
+            piece, text_stopped = scanner.feed(text[len(emitted_text) :])
+            emitted_text = text
+            if piece:
+                yield piece
+            if text_stopped:
+                state.finish_reason = "stop"
+                return
+        else:
+            state.finish_reason = "length"
         if rest := scanner.flush():
             yield rest
 
-    def _final_message(self, text: str, state: _DecodeState, tools_bound: bool) -> AIMessage:
-        content, calls, invalid = parse_tool_calls(text) if tools_bound else (text, [], [])
+    def _final_message(self, text: str, state: _DecodeState, tools: Sequence[dict[str, Any]]) -> AIMessage:
+        content, calls, invalid = parse_tool_calls(text) if tools else (text, [], [])
+        if calls and self.guided_tool_calls:
+            calls = [drop_undeclared_arguments(call, tools) for call in calls]
         if calls:
             state.finish_reason = "tool_calls"
         return AIMessage(

@@ -19,6 +19,7 @@ from langchain_core.messages import InvalidToolCall, ToolCall
 __all__ = [
     "TOOL_CALL_CLOSE",
     "TOOL_CALL_OPEN",
+    "drop_undeclared_arguments",
     "forced_prefix",
     "guided_prefix",
     "parse_tool_calls",
@@ -127,6 +128,25 @@ def guided_prefix(name: str, schema: dict[str, Any]) -> str:
         return head + "}}"
     opening = '"' if (schema["parameters"]["properties"][first] or {}).get("type") == "string" else ""
     return f'{head}"{first}": {opening}'
+
+
+def drop_undeclared_arguments(call: ToolCall, tools: Sequence[dict[str, Any]]) -> ToolCall:
+    """``call`` without the arguments its tool's schema does not declare.
+
+    Calls to unknown tools, and tools whose schema declares no properties or allows additional
+    ones, are returned unchanged.
+    """
+    schema = next((t["function"] for t in tools if t.get("function", {}).get("name") == call["name"]), None)
+    parameters = (schema or {}).get("parameters") or {}
+    declared = parameters.get("properties")
+    if not declared or parameters.get("additionalProperties") is True:
+        return call
+    return ToolCall(
+        type="tool_call",
+        name=call["name"],
+        args={k: v for k, v in call["args"].items() if k in declared},
+        id=call["id"],
+    )
 
 
 def _guess_name(body: str) -> str | None:

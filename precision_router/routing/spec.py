@@ -6,16 +6,26 @@ from precision_router.routing.base import AlwaysHigh, AlwaysLow, RandomRouter, R
 
 __all__ = ["router_from_spec"]
 
-_HELP = "use 'high', 'low', 'random:<p_high>', 'learned:<checkpoint.pt>' or 'learned:<checkpoint.pt>@<threshold>'"
+_HELP = (
+    "use 'high', 'low', 'random:<p_high>', 'learned:<checkpoint.pt>', 'learned:<checkpoint.pt>@<threshold>', "
+    "'entropy@<threshold>' or 'margin@<threshold>'"
+)
 
 
 def router_from_spec(spec: str, *, seed: int = 0) -> Router:
     """Build a router from ``spec``.
 
     ``high`` / ``low``: fixed; ``random:0.3``: :class:`RandomRouter` (seeded with ``seed``);
-    ``learned:router.pt`` (optionally ``@0.4`` for the threshold): a trained :class:`LearnedRouter`.
+    ``learned:router.pt`` (optionally ``@0.4`` for the threshold): a trained :class:`LearnedRouter`;
+    ``entropy@1.2`` / ``margin@-0.5``: an :class:`~precision_router.routing.threshold.UncertaintyRouter`.
     """
-    kind, _, arg = spec.strip().partition(":")
+    text = spec.strip()
+    for measure in ("entropy", "margin"):
+        if text.lower().startswith(measure + "@"):
+            from precision_router.routing.threshold import UncertaintyRouter
+
+            return UncertaintyRouter(float(text.split("@", 1)[1]), measure)  # type: ignore[arg-type]
+    kind, _, arg = text.partition(":")
     kind = kind.lower()
     if kind == "high" and not arg:
         return AlwaysHigh()

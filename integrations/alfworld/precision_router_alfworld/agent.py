@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
+import torch
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
@@ -88,6 +89,7 @@ class EpisodeState(TypedDict, total=False):
     route: str
     p_high: float | None
     action: str
+    low_scores: list[float] | None
     pending: dict[str, Any]
     won: bool
     done: bool
@@ -132,6 +134,9 @@ class AlfworldAgent:
                     raise TypeError(msg)
                 chat.ensure_loaded()  # type: ignore[attr-defined]
                 self.scorers[route] = ActionScorer(chat.hf_model, chat.tokenizer)  # type: ignore[attr-defined]
+        if getattr(model.router, "needs_low_scores", False) and self.config.mode != "score":
+            msg = f"the {model.router.name} router reads the low model's action scores: use mode='score'"
+            raise ValueError(msg)
         self.graph = self._build()
 
     # -- graph -------------------------------------------------------------------------------
@@ -148,8 +153,16 @@ class AlfworldAgent:
 
     def _route(self, state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
         history = [(a, o) for a, o in state.get("turns", [])]
-        decision = self.tracker.decide(state["conversation_id"], state["task"], history)
-        return {"route": decision.route, "p_high": decision.p_high}
+        extras: dict[str, Any] = {}
+        low_scores = None
+        if getattr(self.tracker.router, "needs_low_scores", False):
+            # the router reads the low model's own uncertainty about the candidates
+            prompt = self.model.low.render(self._messages(state, runtime))  # type: ignore[attr-defined]
+            scores = self.scorers["low"].score(prompt, self._candidates(state), normalize=self.config.normalize)
+            extras["low_logprobs"] = action_log_probs(scores).tolist()
+            low_scores = scores.tolist()
+        decision = self.tracker.decide(state["conversation_id"], state["task"], history, extras)
+        return {"route": decision.route, "p_high": decision.p_high, "low_scores": low_scores}
 
     def _messages(self, state: EpisodeState, runtime: Runtime[EpisodeContext]) -> list[Any]:
         prompt = self.config.prompt
@@ -182,7 +195,12 @@ class AlfworldAgent:
         prompt = chat.render(messages)  # type: ignore[attr-defined]
         candidates = self._candidates(state)
         routes = ("high", "low") if self.config.score_both else (route,)
-        scores = {r: self.scorers[r].score(prompt, candidates, normalize=self.config.normalize) for r in routes}
+        scores = {}
+        for r in routes:
+            if r == "low" and state.get("low_scores") is not None:
+                scores[r] = torch.tensor(state["low_scores"], dtype=torch.float64)  # scored for the router already
+            else:
+                scores[r] = self.scorers[r].score(prompt, candidates, normalize=self.config.normalize)
         chosen = scores[route].clone()
         recent = [a for a, _ in state.get("turns", [])[-self.config.repeat_window :]]
         if self.config.repeat_penalty and recent:

@@ -45,12 +45,133 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_parser.add_argument("--score-both", action="store_true", help="record both precisions' distributions + KL")
     run_parser.add_argument("--no-resume", action="store_true", help="replay games already in the trace file")
     run_parser.add_argument("--print-steps", type=int, default=0, help="print the steps of the first N episodes")
+    ev = sub.add_parser("eval", help="run several policies on the same games and write the report")
+    add_agent_arguments(ev)
+    ev.add_argument(
+        "--policies",
+        nargs="+",
+        default=list(DEFAULT_POLICIES),
+        help="policy specs; also calibrated:<spec>:<share> (threshold set on --calibration-traces)",
+    )
+    ev.add_argument("--calibration-traces", type=Path, help="traces (collect-kl) to calibrate thresholds on")
+    ev.add_argument("--traces", type=Path, default=Path("runs/eval.jsonl"), help="episodes (resumable cache)")
+    ev.add_argument("--out", type=Path, default=Path("runs/eval-report.md"), help="Markdown report (+ .png plot)")
     gen = sub.add_parser("generate", help="write new solvable games (no ALFWorld download needed)")
     gen.add_argument("out_dir", type=Path)
     gen.add_argument("-n", type=int, default=12, help="games to write")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--task-types", nargs="*", default=None)
     gen.add_argument("--difficulty", default="easy", help="easy, medium or hard")
+
+
+DEFAULT_POLICIES = ("high", "low", "random:0.2", "random:0.4", "random:0.6", "random:0.8")
+
+
+def add_grpo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``precision-router train-grpo``."""
+    add_agent_arguments(parser)
+    parser.set_defaults(split="train", games=30)
+    parser.add_argument("--init", type=Path, help="KL-ST checkpoint to start from (omit for GRPO-only)")
+    parser.add_argument("--out", type=Path, required=True, help="router checkpoint to write")
+    parser.add_argument("--traces", type=Path, default=Path("runs/grpo.jsonl"), help="rollouts (for resuming)")
+    parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--tasks-per-iteration", type=int, default=3)
+    parser.add_argument("--lambda-high", type=float, default=0.02)
+    parser.add_argument("--lambda-step", type=float, default=0.0)
+    parser.add_argument("--beta", type=float, default=0.02)
+    parser.add_argument("--lr", type=float, default=1e-6)
+
+
+def train_grpo_command(args: argparse.Namespace) -> int:
+    """Entry point of ``precision-router train-grpo``: GRPO with ALFWorld rollouts."""
+    from precision_router import JsonlTraceStore
+    from precision_router.routing.encoder import StepEncoder
+    from precision_router.training.grpo import GRPOConfig, train_grpo
+    from precision_router_alfworld.env import AlfworldEnv
+
+    games = {g.name: g for g in resolve_games(args)}
+    store = JsonlTraceStore(args.traces)
+    recorded = {(e.info.get("run"), e.info.get("game")): e for e in store}
+    pair = load_pair(args)
+    agents: dict[int, object] = {}
+    envs: list[AlfworldEnv] = []
+
+    def rollout(router, task, iteration, sample):  # type: ignore[no-untyped-def]
+        run_key = f"grpo|{args.out.name}|it{iteration}|s{sample}"
+        if (run_key, task) in recorded:
+            return recorded[(run_key, task)]
+        agent = agents.get(id(router))
+        if agent is None:
+            agent = agents[id(router)] = build_agent(args, router, store, pair=pair)
+        if not envs:
+            envs.append(AlfworldEnv(games[task], max_steps=args.max_steps))
+        return agent.run_episode(  # type: ignore[attr-defined]
+            envs[0], conversation_id=f"{run_key}:{task}", game=games[task], info={"run": run_key}
+        )
+
+    config = GRPOConfig(
+        group_size=args.group_size,
+        iterations=args.iterations,
+        tasks_per_iteration=args.tasks_per_iteration,
+        lambda_high=args.lambda_high,
+        lambda_step=args.lambda_step,
+        beta=args.beta,
+        lr=args.lr,
+        seed=args.seed,
+    )
+    result = train_grpo(rollout, sorted(games), args.out, encoder=StepEncoder(), init=args.init, config=config)
+    for env in envs:
+        env.close()
+    for row in result.history:
+        print(
+            f"iteration {int(row['iteration']):3d}: success {row['success']:.2f}, high share {row['high_share']:.2f}, "
+            f"return {row['return']:.3f}, KL to start {row['kl']:.4f}"
+        )
+    print(f"GRPO router -> {result.checkpoint}")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Entry point of ``precision-router alfworld eval``: every policy on the same games, one report."""
+    from precision_router import JsonlTraceStore
+    from precision_router.evaluation.calibration import calibrate_policy
+    from precision_router.evaluation.report import PolicyResult, plot_frontier, report_table
+    from precision_router.routing.spec import router_from_spec
+    from precision_router_alfworld.runner import run_games
+
+    games = resolve_games(args)
+    store = JsonlTraceStore(args.traces)
+    calibration = JsonlTraceStore(args.calibration_traces).read() if args.calibration_traces else None
+    pair = load_pair(args)
+    results = []
+    for spec in args.policies:
+        if spec.startswith("calibrated:"):
+            base, _, share = spec.removeprefix("calibrated:").rpartition(":")
+            if calibration is None:
+                print("calibrated policies need --calibration-traces", file=sys.stderr)
+                return 2
+            router = router_from_spec(base, seed=args.seed)
+            threshold = calibrate_policy(router, calibration, float(share))
+            logger.info("%s: threshold %.4g for a %s high share", spec, threshold, share)
+        else:
+            router = router_from_spec(spec, seed=args.seed)
+        args.policy = spec
+        agent = build_agent(args, router, store, pair=pair)
+        result = run_games(agent, games, run=run_name(args))
+        print(result.summary_line(), flush=True)
+        results.append(PolicyResult(spec, result.metrics))
+    table = report_table(results)
+    plot = plot_frontier(results, args.out.with_suffix(".png"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# Evaluation: {len(games)} {args.split} games, {args.model} ({args.high} vs {args.low}), {args.mode} mode, "
+        f"max {args.max_steps} steps, seed {args.seed}\n\n"
+    )
+    args.out.write_text(header + table + f"\n\n![success vs share]({plot.name})\n")
+    print(table)
+    print(f"report: {args.out}; plot: {plot}")
+    return 0
 
 
 def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,18 +215,26 @@ def resolve_games(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
         return find_games(folder, split="generated", task_types=args.task_types, n=args.games, seed=args.seed)
 
 
-def build_agent(args: argparse.Namespace, router: object, trace_store: object = None, *, score_both: bool = False):  # type: ignore[no-untyped-def]
-    """The routed agent the arguments describe."""
-    from precision_router import RoutedChatModel, load_precision_pair
-    from precision_router_alfworld.agent import AgentConfig, AlfworldAgent
-    from precision_router_alfworld.prompts import PromptConfig
-
+def load_pair(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The ``(high, low)`` models the arguments name."""
     if args.tiny:
         from precision_router.testing import tiny_precision_pair
 
-        high, low = tiny_precision_pair("rtn-3bit")
-    else:
-        high, low = load_precision_pair(args.model, low=args.low, high=args.high)
+        return tiny_precision_pair("rtn-3bit")
+    from precision_router import load_precision_pair
+
+    return load_precision_pair(args.model, low=args.low, high=args.high)
+
+
+def build_agent(  # type: ignore[no-untyped-def]
+    args: argparse.Namespace, router: object, trace_store: object = None, *, score_both: bool = False, pair=None
+):
+    """The routed agent the arguments describe (over ``pair`` when given, else a freshly loaded one)."""
+    from precision_router import RoutedChatModel
+    from precision_router_alfworld.agent import AgentConfig, AlfworldAgent
+    from precision_router_alfworld.prompts import PromptConfig
+
+    high, low = pair or load_pair(args)
     model = RoutedChatModel(high, low, router, trace_store=trace_store)
     config = AgentConfig(
         mode=args.mode,
@@ -161,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {len(games)} games under {args.out_dir}")
         return 0
+    if args.alfworld_command == "eval":
+        return evaluate(args)
     from precision_router import JsonlTraceStore
     from precision_router.routing.spec import router_from_spec
     from precision_router_alfworld.runner import progress_measures, run_games

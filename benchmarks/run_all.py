@@ -1,0 +1,52 @@
+"""`make bench`: every benchmark, written to benchmarks/results/bench-<date>.md (and latest.md).
+
+    python benchmarks/run_all.py [--skip-eval]
+
+1. candidate scoring speed (naive / packed / packed with prefix cache);
+2. router decision latency as a share of a low-precision step;
+3. the evaluation table on a fixed list of ALFWorld games (the policies of the evaluation harness),
+   unless --skip-eval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import router_latency  # noqa: E402
+import scoring_speed  # noqa: E402
+from common import machine  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-eval", action="store_true", help="only the speed benchmarks")
+    args = parser.parse_args(argv)
+    sections = [f"# Benchmarks, {dt.datetime.now():%Y-%m-%d %H:%M}", "", f"Machine: {machine()}", ""]
+    print("scoring speed ...", flush=True)
+    sections += ["## Candidate scoring", "", scoring_speed.table(scoring_speed.run()), ""]
+    print("router latency ...", flush=True)
+    sections += ["## Router overhead", "", router_latency.table(router_latency.run()), ""]
+    if not args.skip_eval:
+        import eval_fixed
+
+        print("evaluation on the fixed game list ...", flush=True)
+        sections += ["## Evaluation on the fixed game list", "", eval_fixed.run(), ""]
+    text = "\n".join(sections)
+    print(text)
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / f"bench-{dt.datetime.now():%Y%m%d-%H%M}.md"
+    out.write_text(text + "\n")
+    (out_dir / "latest.md").write_text(text + "\n")
+    print(f"written to {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

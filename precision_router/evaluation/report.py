@@ -1,0 +1,117 @@
+"""The evaluation report: a table of every policy (S, c, GHC, PGR, CPT) and the success-vs-share plot."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from precision_router.evaluation.metrics import RunMetrics, ghc
+
+__all__ = ["PolicyResult", "cpt", "pgr", "plot_frontier", "report_table"]
+
+CPT_LEVELS = (0.5, 0.8, 0.95)
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    """One policy's metrics in an evaluation."""
+
+    name: str
+    metrics: RunMetrics
+
+
+def pgr(success: float, success_low: float, success_high: float) -> float:
+    """Performance gap recovered: ``(S - S_low) / (S_high - S_low)`` (``nan`` without a gap)."""
+    gap = success_high - success_low
+    return (success - success_low) / gap if gap > 0 else float("nan")
+
+
+def cpt(level: float, share: float, success: float, success_low: float, success_high: float) -> float:
+    """Cost (high-precision share) to reach ``level`` of the high-low gap along this policy's curve.
+
+    The curve of a single policy runs straight from low-only ``(0, S_low)`` through the policy
+    ``(c, S)`` to high-only ``(1, S_high)``; the result is the smallest share on it whose success
+    is ``S_low + level * (S_high - S_low)`` (``nan`` without a gap).
+    """
+    gap = success_high - success_low
+    if gap <= 0:
+        return float("nan")
+    target = success_low + level * gap
+    points = sorted([(0.0, success_low), (share, success), (1.0, success_high)])
+    for (c0, s0), (c1, s1) in itertools.pairwise(points):
+        if s1 >= target:
+            if s0 >= target:
+                return c0
+            return c0 + (c1 - c0) * (target - s0) / (s1 - s0)
+    return 1.0
+
+
+def report_table(results: Sequence[PolicyResult], low: str = "low", high: str = "high") -> str:
+    """Markdown table of every policy, with GHC / PGR / CPT relative to the ``low`` and ``high`` rows."""
+    by_name = {r.name: r.metrics for r in results}
+    s_low = by_name[low].success if low in by_name else float("nan")
+    s_high = by_name[high].success if high in by_name else float("nan")
+    head = "| policy | S | ± SE | c (steps) | c (tokens) | GHC | PGR | " + " | ".join(
+        f"CPT({int(x * 100)}%)" for x in CPT_LEVELS
+    )
+    lines = [head + " | steps/game |", "|" + " --- |" * (8 + len(CPT_LEVELS))]
+    for result in results:
+        m = result.metrics
+        cells = [
+            result.name,
+            f"{m.success:.3f}",
+            f"{m.success_se:.3f}",
+            f"{m.high_share:.3f}",
+            f"{m.token_high_share:.3f}",
+            _fmt(ghc(m.success, s_low, m.high_share) if result.name != low else float("nan")),
+            _fmt(pgr(m.success, s_low, s_high)),
+            *(_fmt(cpt(x, m.high_share, m.success, s_low, s_high)) for x in CPT_LEVELS),
+            f"{m.mean_steps:.1f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return "—" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def plot_frontier(
+    results: Sequence[PolicyResult], path: str | os.PathLike[str], *, low: str = "low", high: str = "high"
+) -> Path:
+    """Success vs high-precision share: the random frontier as a line, every other policy as a point.
+
+    Dotted lines from low-only to each point show GHC as a slope.
+    """
+    from precision_router.evaluation.plots import _pyplot
+
+    plt = _pyplot()
+    by_name = {r.name: r.metrics for r in results}
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    frontier = sorted(
+        (m.high_share, m.success) for name, m in by_name.items() if name.startswith("random") or name in (low, high)
+    )
+    if frontier:
+        ax.plot([c for c, _ in frontier], [s for _, s in frontier], "-o", color="#888888", label="random frontier")
+    origin = (by_name[low].high_share, by_name[low].success) if low in by_name else None
+    for name, m in by_name.items():
+        if name.startswith("random") or name in (low, high):
+            continue
+        ax.errorbar(m.high_share, m.success, yerr=m.success_se, fmt="o", capsize=3, label=name)
+        if origin is not None:
+            ax.plot([origin[0], m.high_share], [origin[1], m.success], ":", color="#BBBBBB")
+    ax.set_xlabel("high-precision share c (steps)")
+    ax.set_ylabel("success rate S")
+    ax.set_xlim(-0.02, 1.02)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Success vs high-precision share")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

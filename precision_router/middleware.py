@@ -1,0 +1,298 @@
+"""``PrecisionRoutingMiddleware``: precision routing for agents built with ``create_agent``."""
+
+from __future__ import annotations
+
+import logging
+import operator
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, NotRequired
+
+from langchain.agents.middleware.types import (
+    AgentMiddleware,
+    AgentState,
+    ExtendedModelResponse,
+    ModelRequest,
+    ModelResponse,
+    OmitFromInput,
+)
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langgraph.config import get_config
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from precision_router.chat_model import bound_tool_names, check_routing_setup, escalation_reason
+from precision_router.conversation import (
+    DEFAULT_CONVERSATION,
+    ConversationTracker,
+    conversation_id_from_config,
+    display_name,
+    split_conversation,
+    tag_reply,
+)
+from precision_router.routing.base import RouteDecision, Router
+from precision_router.traces.schema import Episode
+from precision_router.traces.store import TraceStore
+
+__all__ = ["ROUTES_KEY", "PrecisionRoutingMiddleware", "PrecisionRoutingState", "thread_conversation_id"]
+
+logger = logging.getLogger(__name__)
+
+ROUTES_KEY = "precision_router_routes"
+"""State key holding the route of every routed step of the thread, oldest first."""
+
+
+class PrecisionRoutingState(AgentState[Any]):
+    """Agent state added by :class:`PrecisionRoutingMiddleware` (checkpointed with the thread)."""
+
+    precision_router_routes: NotRequired[Annotated[list[str], OmitFromInput, operator.add]]
+    """Route actually used by each model step of the thread (``"high"`` / ``"low"``), oldest first;
+    its length is the thread's step count, so a resumed thread continues its numbering."""
+
+
+def thread_conversation_id(runtime: Runtime[Any] | None = None) -> str:
+    """The conversation key inside a running graph: ``thread_id`` / ``session_id``, else ``"default"``."""
+    try:
+        conversation_id = conversation_id_from_config(get_config())
+    except RuntimeError:  # outside a runnable context
+        conversation_id = DEFAULT_CONVERSATION
+    info = getattr(runtime, "execution_info", None)
+    if conversation_id == DEFAULT_CONVERSATION and info is not None and info.thread_id:
+        return str(info.thread_id)
+    return conversation_id
+
+
+@dataclass
+class _Step:
+    """One routed model call in flight."""
+
+    conversation_id: str
+    decision: RouteDecision
+    task: str
+    observation: str
+    index: int
+    tool_names: list[str]
+    tool_choice: Any
+    started: float
+
+
+class PrecisionRoutingMiddleware(AgentMiddleware[PrecisionRoutingState, Any, Any]):
+    """Route every model call of a ``create_agent`` agent to ``high`` or ``low``.
+
+    Before each model call the router sees the conversation so far (task, past actions and
+    observations) and picks a precision; the middleware swaps the request's model with
+    ``request.override(model=...)`` and calls on. A low-precision reply that cannot be used (a
+    tool call that does not parse, an unknown tool, no call although ``tool_choice`` required
+    one, or ``output_validator`` gives a reason) is retried on ``high`` when
+    ``escalate_on_parse_error`` is on: the same rule as :class:`~precision_router.RoutedChatModel`.
+    The reply carries ``response_metadata["precision_router"]`` exactly as the routed chat model's
+    does, and the step is recorded in the thread's open trace episode.
+
+    Conversations are LangGraph threads (``configurable.thread_id``, else ``session_id``, else
+    ``"default"``). The route of each step is also written to the thread's state
+    (``precision_router_routes``), so it is checkpointed with the thread: a thread resumed later,
+    even in a new process over the same checkpointer, continues its step numbering. Episodes
+    are closed by :meth:`end_episode` (or at the end of every run with
+    ``end_episode_after_run=True``).
+
+    Pass ``high`` as the agent's model: the middleware replaces it on every call.
+
+    Order with LangChain's built-in middleware (``middleware=[...]`` runs first = outermost):
+
+    .. code-block:: python
+
+        agent = create_agent(
+            model=high,
+            tools=tools,
+            middleware=[
+                ModelCallLimitMiddleware(run_limit=8, exit_behavior="end"),
+                PrecisionRoutingMiddleware(high, low, router, trace_store=store),
+                ModelFallbackMiddleware(backup_model),
+            ],
+        )
+
+    - ``ModelFallbackMiddleware`` goes **after** (inside) the routing middleware. It retries a
+      failed call by overriding the request's model; inside, it guards whichever precision was
+      picked. Placed before (outside) it would be defeated: each retry passes through routing
+      again, which puts ``high`` / ``low`` back in place of the fallback model. A step a fallback
+      model answered is recorded under the route the router chose (the reply's own
+      ``response_metadata["model_name"]`` names the model that answered).
+    - ``ModelCallLimitMiddleware`` works in either position: it counts in ``before_model`` /
+      ``after_model`` hooks, once per agent step, so an escalated step (two model calls) counts
+      once; when it ends a run early the model node does not run, so nothing is routed or
+      recorded.
+    - A middleware that changes ``tool_choice`` (e.g. requiring a tool call) should come before
+      this one, so that a low reply that ignores the requirement is escalated.
+
+    Args:
+        high: the high-precision chat model.
+        low: the low-precision (cheap) chat model.
+        router: the routing policy (any :class:`~precision_router.routing.Router`).
+        trace_store: where finished episodes are written.
+        escalate_on_parse_error: retry a step on ``high`` when the low reply is unusable.
+        output_validator: extra check of a low reply: return a reason to escalate, or ``None``.
+        end_episode_after_run: close (and write) the thread's episode at the end of every run,
+            with ``success=None``; off by default, as a thread may span several runs.
+
+    Example:
+        .. code-block:: python
+
+            from langchain.agents import create_agent
+            from precision_router import PrecisionRoutingMiddleware, RandomRouter, load_precision_pair
+
+            high, low = load_precision_pair("smollm2-135m-instruct", low="gptq-3bit")
+            routing = PrecisionRoutingMiddleware(high, low, RandomRouter(0.3, seed=0))
+            agent = create_agent(model=high, tools=[...], middleware=[routing])
+            agent.invoke({"messages": [("user", "...")]}, {"configurable": {"thread_id": "t1"}})
+            routing.end_episode("t1", success=True)
+    """
+
+    state_schema = PrecisionRoutingState
+
+    def __init__(
+        self,
+        high: BaseChatModel,
+        low: BaseChatModel,
+        router: Router,
+        *,
+        trace_store: TraceStore | None = None,
+        escalate_on_parse_error: bool = True,
+        output_validator: Callable[[AIMessage], str | None] | None = None,
+        end_episode_after_run: bool = False,
+    ) -> None:
+        super().__init__()
+        for role, model in (("high", high), ("low", low)):
+            if not isinstance(model, BaseChatModel):
+                msg = (
+                    f"{role} must be a LangChain chat model (BaseChatModel), got {type(model).__name__}; "
+                    "create_agent swaps request.model, which accepts chat models only"
+                )
+                raise TypeError(msg)
+        check_routing_setup(high, low, router, trace_store)
+        self.high = high
+        self.low = low
+        self.router = router
+        self.escalate_on_parse_error = escalate_on_parse_error
+        self.output_validator = output_validator
+        self.end_episode_after_run = end_episode_after_run
+        self._tracker = ConversationTracker(router, trace_store)
+
+    # -- public API --------------------------------------------------------------------------
+    @property
+    def tracker(self) -> ConversationTracker:
+        """The per-conversation routing state and episode recorder."""
+        return self._tracker
+
+    def end_episode(
+        self,
+        thread_id: str = DEFAULT_CONVERSATION,
+        *,
+        success: bool | None = None,
+        reward: float | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> Episode | None:
+        """Close the thread's episode, write it to the trace store and return it."""
+        return self._tracker.end_episode(thread_id, success=success, reward=reward, info=info)
+
+    # -- hooks -------------------------------------------------------------------------------
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]:
+        """Route the call, escalate an unusable low reply, record the step."""
+        step, routed = self._begin(request)
+        response = handler(routed)
+        escalation = self._escalation(step, response)
+        if escalation:
+            response = handler(request.override(model=self.high))
+        return self._finish(step, response, escalation)
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]:
+        """Async :meth:`wrap_model_call`."""
+        step, routed = self._begin(request)
+        response = await handler(routed)
+        escalation = self._escalation(step, response)
+        if escalation:
+            response = await handler(request.override(model=self.high))
+        return self._finish(step, response, escalation)
+
+    def after_agent(self, state: PrecisionRoutingState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        """Close the thread's episode when ``end_episode_after_run`` is on."""
+        if self.end_episode_after_run:
+            self._tracker.end_episode(thread_conversation_id(runtime))
+        return None
+
+    async def aafter_agent(self, state: PrecisionRoutingState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        """Async :meth:`after_agent`."""
+        return self.after_agent(state, runtime)
+
+    # -- routing -----------------------------------------------------------------------------
+    def _begin(self, request: ModelRequest[Any]) -> tuple[_Step, ModelRequest[Any]]:
+        conversation_id = thread_conversation_id(request.runtime)
+        task, history, observation = split_conversation(request.messages)
+        decision = self._tracker.decide(conversation_id, task, history)
+        state: Mapping[str, Any] = request.state or {}
+        step = _Step(
+            conversation_id=conversation_id,
+            decision=decision,
+            task=task,
+            observation=observation,
+            index=len(state.get(ROUTES_KEY) or ()),
+            tool_names=_tool_names(request),
+            tool_choice=request.tool_choice,
+            started=time.perf_counter(),
+        )
+        return step, request.override(model=self.high if decision.route == "high" else self.low)
+
+    def _escalation(self, step: _Step, response: ModelResponse[Any]) -> str | None:
+        if step.decision.route != "low" or not self.escalate_on_parse_error:
+            return None
+        reply = _reply(response)
+        if reply is None:
+            return None
+        reason = escalation_reason(reply, step.tool_names, step.tool_choice, self.output_validator)
+        if reason:
+            logger.info("escalating step %d of %s to high: %s", step.index, step.conversation_id, reason)
+        return reason
+
+    def _finish(self, step: _Step, response: ModelResponse[Any], escalation: str | None) -> ExtendedModelResponse[Any]:
+        reply = _reply(response)
+        route = "high" if escalation or step.decision.route == "high" else "low"
+        meta = self._tracker.record_reply(
+            step.conversation_id,
+            step.decision,
+            reply if reply is not None else AIMessage(content=""),
+            task=step.task,
+            observation=step.observation,
+            model=display_name(self.high if route == "high" else self.low),
+            latency_ms=(time.perf_counter() - step.started) * 1000,
+            escalation=escalation,
+            index=step.index,
+        )
+        result: list[BaseMessage] = [
+            tag_reply(message, meta) if message is reply else message for message in response.result
+        ]
+        return ExtendedModelResponse(
+            model_response=ModelResponse(result=result, structured_response=response.structured_response),
+            command=Command(update={ROUTES_KEY: [meta["route"]]}),
+        )
+
+
+def _reply(response: ModelResponse[Any]) -> AIMessage | None:
+    """The AI message of a model response (structured output may add a tool message)."""
+    return next((m for m in response.result if isinstance(m, AIMessage)), None)
+
+
+def _tool_names(request: ModelRequest[Any]) -> list[str]:
+    """Names of the tools the reply may call; empty (no unknown-tool check) when unknowable.
+
+    Structured output adds its own tools when the model is bound, so it turns the check off.
+    """
+    return [] if request.response_format is not None else bound_tool_names(request.tools)
