@@ -106,18 +106,6 @@ class TestRoutedChatModelIntegration(ChatModelIntegrationTests):
 
     # -- what SmolLM2-135M (or a known bug outside this module) cannot pass ----------------------
     @pytest.mark.xfail(
-        reason="SmolLM2-135M copies schema keys into the arguments, e.g. {'input': 3, 'type': {'type': 'number'}}"
-    )
-    def test_tool_calling(self, model: Any) -> None:
-        super().test_tool_calling(model)
-
-    @pytest.mark.xfail(
-        reason="SmolLM2-135M copies schema keys into the arguments, e.g. {'input': 3, 'type': {'type': 'number'}}"
-    )
-    async def test_tool_calling_async(self, model: Any) -> None:
-        await super().test_tool_calling_async(model)
-
-    @pytest.mark.xfail(
         reason="asked 'Hello!' with a required call, SmolLM2-135M writes arguments that do not parse within the budget"
     )
     def test_tool_choice(self, model: Any) -> None:

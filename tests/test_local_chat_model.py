@@ -214,3 +214,11 @@ async def test_async_stream_matches_invoke(tiny_pair):
     chunks = [c async for c in high.astream("Hello there")]
     assert "".join(c.content for c in chunks) == high.invoke("Hello there").content
     assert (await high.ainvoke("Hello there")).content == high.invoke("Hello there").content
+
+
+def test_a_call_cut_short_keeps_its_complete_arguments():
+    cut = '<tool_call>\n{"name": "greet", "arguments": {"style": "Pirate", "properties": {"style": {"type": "str'
+    _, calls, invalid = parse_tool_calls(cut)
+    assert not invalid and calls[0]["args"] == {"style": "Pirate"}
+    _, calls, _ = parse_tool_calls('<tool_call>{"name": "greet", "arguments": {"style": "Pir')
+    assert calls[0]["args"] == {"style": "Pir"}

@@ -103,17 +103,24 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall], list[InvalidToolCa
 
 
 def _loads_closing_braces(body: str) -> Any:
-    """The first JSON value in ``body``, tolerating trailing text and up to two missing closing braces.
+    """The first JSON object in ``body``, repaired the way small models need.
 
-    Small models often stop one brace short or ramble after a complete call.
+    Tolerates trailing text after a complete call, up to two missing closing braces, and a call
+    cut short (by the token budget or a stop string) in the middle of a later argument: it then
+    keeps the arguments completed before the cut.
     """
     decoder = json.JSONDecoder()
     first_error: json.JSONDecodeError | None = None
-    for suffix in ("", "}", "}}"):
+    candidates = [body + suffix for suffix in ("", "}", "}}", '"}}')]
+    candidates += [body[:cut] + "}}" for cut in reversed([i for i, ch in enumerate(body) if ch == ","])]
+    for text in candidates:
         try:
-            return decoder.raw_decode(body + suffix)[0]
+            value = decoder.raw_decode(text)[0]
         except json.JSONDecodeError as exc:
             first_error = first_error or exc
+            continue
+        if isinstance(value, dict):
+            return value
     assert first_error is not None
     raise first_error
 

@@ -12,14 +12,23 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from precision_router_alfworld.agent import AgentConfig, AlfworldAgent
     from precision_router_alfworld.data import TASK_TYPES, AlfworldDataError, GameInfo, data_root, find_games
     from precision_router_alfworld.env import AlfworldEnv, AlfworldEnvError
     from precision_router_alfworld.fewshot import fewshot_transcript, game_transcript
     from precision_router_alfworld.generate import DIFFICULTIES, generate_games
+    from precision_router_alfworld.prompts import Example, PromptConfig
+    from precision_router_alfworld.runner import RunResult, run_games
 
 __all__ = [
     "DIFFICULTIES",
     "TASK_TYPES",
+    "AgentConfig",
+    "AlfworldAgent",
+    "Example",
+    "PromptConfig",
+    "RunResult",
+    "run_games",
     "AlfworldDataError",
     "AlfworldEnv",
     "AlfworldEnvError",
@@ -45,6 +54,12 @@ _LAZY: dict[str, str] = {
     "game_transcript": "precision_router_alfworld.fewshot",
     "DIFFICULTIES": "precision_router_alfworld.generate",
     "generate_games": "precision_router_alfworld.generate",
+    "AgentConfig": "precision_router_alfworld.agent",
+    "AlfworldAgent": "precision_router_alfworld.agent",
+    "Example": "precision_router_alfworld.prompts",
+    "PromptConfig": "precision_router_alfworld.prompts",
+    "RunResult": "precision_router_alfworld.runner",
+    "run_games": "precision_router_alfworld.runner",
 }
 
 

@@ -48,6 +48,9 @@ class AgentConfig:
         repeat_penalty: nats subtracted from a command's score per time it was played in the
             last ``repeat_window`` steps (loop avoidance); 0 disables.
         repeat_window: how many recent steps the penalty looks at.
+        calibration: contextual calibration: subtract this multiple of each command's score in a
+            neutral context (no task, no observations), which removes the model's prior
+            preference for some commands (short ``go to`` ones); 0 disables.
         score_both: in ``score`` mode, score with both precisions at every step and record both
             distributions and ``KL(pi_low || pi_high)`` in the trace (KL collection).
         exclude: admissible commands never offered as candidates.
@@ -62,6 +65,7 @@ class AgentConfig:
     normalize: Literal["sum", "mean"] = "sum"
     repeat_penalty: float = 0.0
     repeat_window: int = 4
+    calibration: float = 0.0
     score_both: bool = False
     exclude: tuple[str, ...] = ("help",)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -126,6 +130,8 @@ class AlfworldAgent:
         self.examples = examples or (lambda task_type: ())
         self.tracker = model.tracker
         self.scorers: dict[str, ActionScorer] = {}
+        self._neutral_scorers: dict[str, ActionScorer] = {}
+        self._neutral: dict[str, dict[str, float]] = {}
         if self.config.mode == "score":
             for route, chat in (("high", model.high), ("low", model.low)):
                 hf_model = getattr(chat, "hf_model", None)
@@ -202,6 +208,8 @@ class AlfworldAgent:
             else:
                 scores[r] = self.scorers[r].score(prompt, candidates, normalize=self.config.normalize)
         chosen = scores[route].clone()
+        if self.config.calibration:
+            chosen -= self.config.calibration * self._neutral_scores(route, candidates)
         recent = [a for a, _ in state.get("turns", [])[-self.config.repeat_window :]]
         if self.config.repeat_penalty and recent:
             for i, command in enumerate(candidates):
@@ -216,6 +224,22 @@ class AlfworldAgent:
         if self.config.score_both:
             pending["kl"] = kl_divergence(action_log_probs(scores["low"]), action_log_probs(scores["high"]))
         return action, pending
+
+    def _neutral_scores(self, route: str, candidates: list[str]) -> torch.Tensor:
+        """Each command's score after a neutral prompt (cached per command: it never changes)."""
+        cache = self._neutral.setdefault(route, {})
+        missing = [c for c in candidates if c not in cache]
+        if missing:
+            chat = self.model.high if route == "high" else self.model.low
+            scorer = self._neutral_scorers.get(route)
+            if scorer is None:
+                scorer = self._neutral_scorers[route] = ActionScorer(chat.hf_model, chat.tokenizer)  # type: ignore[attr-defined]
+            prompt = chat.render(build_messages("You are in a room.", [], config=self.config.prompt))  # type: ignore[attr-defined]
+            for command, value in zip(
+                missing, scorer.score(prompt, missing, normalize=self.config.normalize), strict=True
+            ):
+                cache[command] = float(value)
+        return torch.tensor([cache[c] for c in candidates], dtype=torch.float64)
 
     def _act_by_generation(self, state: EpisodeState, messages: list[Any]) -> tuple[str, dict[str, Any]]:
         route = state["route"]

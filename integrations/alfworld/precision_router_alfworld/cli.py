@@ -29,8 +29,13 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize", choices=["sum", "mean"], default="sum", help="candidate score: sum or mean")
     parser.add_argument("--repeat-penalty", type=float, default=0.0, help="nats per recent repeat (loop avoidance)")
     parser.add_argument("--restate-goal", action="store_true", help="append the task to every observation")
+    parser.add_argument("--calibration", type=float, default=0.0, help="contextual calibration weight (0: off)")
+    parser.add_argument(
+        "--exclude", nargs="*", default=["help"], help="commands never offered (e.g. help look inventory)"
+    )
     parser.add_argument("--fewshot", type=int, default=1, help="solved example games in the prompt (0 for none)")
-    parser.add_argument("--fewshot-data", help="where example games come from (default: --data's train split)")
+    parser.add_argument("--fewshot-data", help="where example games come from (default: --data)")
+    parser.add_argument("--fewshot-split", default="train", help="split the example games come from")
     parser.add_argument("--tiny", action="store_true", help="tiny random models (for smoke tests)")
 
 
@@ -241,6 +246,8 @@ def build_agent(  # type: ignore[no-untyped-def]
         max_steps=args.max_steps,
         normalize=args.normalize,
         repeat_penalty=args.repeat_penalty,
+        calibration=args.calibration,
+        exclude=tuple(args.exclude),
         score_both=score_both,
         prompt=PromptConfig(restate_goal=args.restate_goal),
     )
@@ -260,7 +267,14 @@ def example_source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     def examples(task_type: str) -> tuple:  # type: ignore[type-arg]
         from precision_router_alfworld.fewshot import fewshot_transcript
 
-        text = fewshot_transcript(task_type, data=args.fewshot_data or args.data, k=args.fewshot, seed=args.seed)
+        data = args.fewshot_data or args.data
+        if args.fewshot_split != "train":
+            from precision_router_alfworld.data import find_games
+
+            games = find_games(data, split=args.fewshot_split, task_types=[task_type])
+            text = fewshot_transcript(task_type, k=args.fewshot, games=games)
+        else:
+            text = fewshot_transcript(task_type, data=data, k=args.fewshot, seed=args.seed)
         return tuple(parse_transcript(text))
 
     return examples
@@ -275,6 +289,10 @@ def run_name(args: argparse.Namespace) -> str:
         parts.append(f"rep{args.repeat_penalty:g}")
     if args.restate_goal:
         parts.append("goal")
+    if args.calibration:
+        parts.append(f"cal{args.calibration:g}")
+    if sorted(args.exclude) != ["help"]:
+        parts.append("ex-" + "-".join(sorted(args.exclude)))
     if args.fewshot != 1:
         parts.append(f"fs{args.fewshot}")
     return "|".join(parts)

@@ -144,3 +144,14 @@ def test_cli_train_grpo_with_tiny_models(games, tmp_path, capsys):
     # resuming with more iterations rolls out only the new one
     assert main([*args, "--iterations", "3"]) == 0
     assert len(JsonlTraceStore(tmp_path / "g.jsonl").read()) == 6
+
+
+def test_contextual_calibration_subtracts_neutral_scores(games, pair):
+    agent = _agent(pair, RandomRouter(0.0, seed=0), None, max_steps=2, calibration=1.0)
+    episode = agent.run_episode(AlfworldEnv(games[0], max_steps=2), conversation_id="c")
+    neutral = agent._neutral["low"]
+    assert set(episode.steps[0].candidates) <= set(neutral)
+    scores = [
+        lp - neutral[c] for lp, c in zip(episode.steps[0].logprobs["low"], episode.steps[0].candidates, strict=True)
+    ]
+    assert episode.steps[0].action == episode.steps[0].candidates[max(range(len(scores)), key=scores.__getitem__)]
