@@ -23,9 +23,10 @@ SETTING = {
 
 
 def run(games: int = 12, runs_dir: Path = Path("runs")) -> str:
+    from precision_router_alfworld import find_games, generate_games
+
     from precision_router.cache import cache_dir
     from precision_router.cli import main as cli
-    from precision_router_alfworld import find_games, generate_games
 
     folder = cache_dir("bench", f"games-{SETTING['difficulty']}-s7")
     existing = find_games(folder, split="generated") if (folder / "json_2.1.1").exists() else []
