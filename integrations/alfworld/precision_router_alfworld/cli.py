@@ -28,6 +28,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=30)
     parser.add_argument("--normalize", choices=["sum", "mean"], default="sum", help="candidate score: sum or mean")
     parser.add_argument("--repeat-penalty", type=float, default=0.0, help="nats per recent repeat (loop avoidance)")
+    parser.add_argument("--repeat-window", type=int, default=4, help="how many recent steps the penalty looks at")
     parser.add_argument("--restate-goal", action="store_true", help="append the task to every observation")
     parser.add_argument("--calibration", type=float, default=0.0, help="contextual calibration weight (0: off)")
     parser.add_argument(
@@ -246,6 +247,7 @@ def build_agent(  # type: ignore[no-untyped-def]
         max_steps=args.max_steps,
         normalize=args.normalize,
         repeat_penalty=args.repeat_penalty,
+        repeat_window=args.repeat_window,
         calibration=args.calibration,
         exclude=tuple(args.exclude),
         score_both=score_both,
@@ -286,11 +288,13 @@ def run_name(args: argparse.Namespace) -> str:
     if args.normalize != "sum":
         parts.append(args.normalize)
     if args.repeat_penalty:
-        parts.append(f"rep{args.repeat_penalty:g}")
+        parts.append(f"rep{args.repeat_penalty:g}" + (f"w{args.repeat_window}" if args.repeat_window != 4 else ""))
     if args.restate_goal:
         parts.append("goal")
     if args.calibration:
         parts.append(f"cal{args.calibration:g}")
+    if args.fewshot_split != "train":
+        parts.append(f"fs-{args.fewshot_split}")
     if sorted(args.exclude) != ["help"]:
         parts.append("ex-" + "-".join(sorted(args.exclude)))
     if args.fewshot != 1:
