@@ -16,6 +16,7 @@ like any other routed conversation.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import time
@@ -173,7 +174,7 @@ class AlfworldAgent:
     def _messages(self, state: EpisodeState, runtime: Runtime[EpisodeContext]) -> list[Any]:
         prompt = self.config.prompt
         if self.config.mode == "generate" and not prompt.thoughts:
-            prompt = PromptConfig(thoughts=True, restate_goal=prompt.restate_goal)
+            prompt = dataclasses.replace(prompt, thoughts=True)
         return build_messages(
             state["opening"],
             state.get("turns", []),

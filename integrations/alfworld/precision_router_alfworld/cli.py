@@ -30,6 +30,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat-penalty", type=float, default=0.0, help="nats per recent repeat (loop avoidance)")
     parser.add_argument("--repeat-window", type=int, default=4, help="how many recent steps the penalty looks at")
     parser.add_argument("--restate-goal", action="store_true", help="append the task to every observation")
+    parser.add_argument("--track-inventory", action="store_true", help="append what the agent carries to observations")
     parser.add_argument("--calibration", type=float, default=0.0, help="contextual calibration weight (0: off)")
     parser.add_argument(
         "--exclude", nargs="*", default=["help"], help="commands never offered (e.g. help look inventory)"
@@ -251,7 +252,7 @@ def build_agent(  # type: ignore[no-untyped-def]
         calibration=args.calibration,
         exclude=tuple(args.exclude),
         score_both=score_both,
-        prompt=PromptConfig(restate_goal=args.restate_goal),
+        prompt=PromptConfig(restate_goal=args.restate_goal, track_inventory=args.track_inventory),
     )
     return AlfworldAgent(model, config, examples=example_source(args))
 
@@ -291,6 +292,8 @@ def run_name(args: argparse.Namespace) -> str:
         parts.append(f"rep{args.repeat_penalty:g}" + (f"w{args.repeat_window}" if args.repeat_window != 4 else ""))
     if args.restate_goal:
         parts.append("goal")
+    if args.track_inventory:
+        parts.append("inv")
     if args.calibration:
         parts.append(f"cal{args.calibration:g}")
     if args.fewshot_split != "train":

@@ -13,6 +13,9 @@ from the room; every game is replayed through :class:`AlfworldEnv` and kept only
 
 Difficulty levels (:data:`DIFFICULTIES`):
 
+``trivial``
+    2-3 receptacles (more when the task needs an appliance), no distractor objects; the target
+    lies in plain sight. For small models: what is left is the order of the steps.
 ``easy``
     3-5 receptacles, 1-3 distractor objects; every target object lies in plain sight (on a
     receptacle that does not open), so arriving at it shows it.
@@ -66,6 +69,7 @@ class Difficulty:
 
 
 DIFFICULTIES: dict[str, Difficulty] = {
+    "trivial": Difficulty(receptacles=(2, 3), distractors=(0, 0), hidden=0.0),
     "easy": Difficulty(receptacles=(3, 5), distractors=(1, 3), hidden=0.0),
     "medium": Difficulty(receptacles=(5, 8), distractors=(3, 6), hidden=0.5),
     "hard": Difficulty(receptacles=(8, 12), distractors=(6, 12), hidden=1.0),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-__all__ = ["Example", "PromptConfig", "build_messages", "parse_transcript"]
+__all__ = ["Example", "PromptConfig", "build_messages", "carried", "parse_transcript"]
 
 _INSTRUCTIONS = (
     "You are a household robot playing a text game. Each turn you read what you observe and reply with "
@@ -44,10 +44,13 @@ class PromptConfig:
     Attributes:
         thoughts: allow (and show) ``think:`` actions (the ``generate`` mode); scoring mode drops them.
         restate_goal: append ``(Your task: ...)`` to every observation of the current game.
+        track_inventory: append ``(You are carrying: ...)`` to every observation of the current
+            game, read from the transcript (small models lose track of what they hold).
     """
 
     thoughts: bool = False
     restate_goal: bool = False
+    track_inventory: bool = False
 
 
 def parse_transcript(text: str) -> list[Example]:
@@ -69,8 +72,28 @@ def parse_transcript(text: str) -> list[Example]:
     return games
 
 
-def _with_goal(observation: str, task: str, config: PromptConfig) -> str:
-    return f"{observation}\n(Your task: {task}.)" if config.restate_goal and task else observation
+_PICK = re.compile(r"You pick up the (.+?) from ")
+_PUT = re.compile(r"You (?:move|put) the (.+?) (?:to|in|on) ")
+
+
+def carried(turns: Sequence[tuple[str, str]]) -> list[str]:
+    """What the agent holds after ``turns``, read from the game's own feedback."""
+    held: list[str] = []
+    for _, observation in turns:
+        if match := _PICK.search(observation):
+            held.append(match.group(1))
+        elif (match := _PUT.search(observation)) and match.group(1) in held:
+            held.remove(match.group(1))
+    return held
+
+
+def _annotate(observation: str, task: str, held: list[str], config: PromptConfig) -> str:
+    notes = []
+    if config.track_inventory:
+        notes.append(f"You are carrying: {', '.join(held) if held else 'nothing'}.")
+    if config.restate_goal and task:
+        notes.append(f"Your task: {task}.")
+    return f"{observation}\n({' '.join(notes)})" if notes else observation
 
 
 def build_messages(
@@ -100,6 +123,7 @@ def build_messages(
             messages += [AIMessage(action), HumanMessage(observation)]
     new_game = "New game.\n" if examples else ""
     messages.append(HumanMessage(f"{new_game}{opening}"))
-    for action, observation in turns:
-        messages += [AIMessage(action), HumanMessage(_with_goal(observation, task, config))]
+    for i, (action, observation) in enumerate(turns):
+        held = carried(turns[: i + 1]) if config.track_inventory else []
+        messages += [AIMessage(action), HumanMessage(_annotate(observation, task, held, config))]
     return messages

@@ -155,3 +155,16 @@ def test_contextual_calibration_subtracts_neutral_scores(games, pair):
         lp - neutral[c] for lp, c in zip(episode.steps[0].logprobs["low"], episode.steps[0].candidates, strict=True)
     ]
     assert episode.steps[0].action == episode.steps[0].candidates[max(range(len(scores)), key=scores.__getitem__)]
+
+
+def test_inventory_tracking_reads_the_games_feedback():
+    from precision_router_alfworld.prompts import carried
+
+    turns = [
+        ("take mug 1 from countertop 1", "You pick up the mug 1 from the countertop 1."),
+        ("take pen 2 from desk 1", "You pick up the pen 2 from the desk 1."),
+        ("move mug 1 to shelf 1", "You move the mug 1 to the shelf 1."),
+    ]
+    assert carried(turns) == ["pen 2"]
+    messages = build_messages("room", turns, task="x", config=PromptConfig(track_inventory=True, restate_goal=True))
+    assert messages[-1].content == "You move the mug 1 to the shelf 1.\n(You are carrying: pen 2. Your task: x.)"
