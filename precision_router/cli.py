@@ -55,6 +55,7 @@ def _add_train_klst(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--encoder", default=None, help="sentence-transformers model (default all-MiniLM-L6-v2)")
+    parser.add_argument("--all-episodes", action="store_true", help="also learn from failed episodes")
 
 
 def _run_train_klst(args: argparse.Namespace) -> int:
@@ -71,6 +72,7 @@ def _run_train_klst(args: argparse.Namespace) -> int:
         lr=args.lr,
         val_fraction=args.val_fraction,
         seed=args.seed,
+        successful_only=not args.all_episodes,
         router=RouterConfig(max_steps=args.max_steps),
     )
     result = train_klst(episodes, args.out, encoder=StepEncoder(args.encoder or DEFAULT_ENCODER), config=config)

@@ -74,6 +74,11 @@ def test_empty_or_failed_trace_sets_are_refused(tmp_path):
         train_klst([], tmp_path / "r.pt", encoder=HashingEncoder())
     with pytest.raises(EmptyTraceSetError, match="none of the 5 episodes succeeded"):
         train_klst(synthetic_episodes(5, success=False), tmp_path / "r.pt", encoder=HashingEncoder())
+    failed_ok = KLSTConfig(epochs=1, successful_only=False, router=RouterConfig(d_model=16, n_heads=2))
+    result = train_klst(
+        synthetic_episodes(5, success=False), tmp_path / "r.pt", encoder=HashingEncoder(), config=failed_ok, plots=False
+    )
+    assert result.episodes == 5
     no_kl = synthetic_episodes(3)
     for episode in no_kl:
         for step in episode.steps:

@@ -42,6 +42,8 @@ class KLSTConfig:
         weight_decay: AdamW weight decay.
         val_fraction: share of episodes held out for validation (split by episode).
         seed: seed of the split, the initialisation and the batch order.
+        successful_only: learn from successful episodes only (the paper); ``False`` also uses
+            failed ones, for settings where the high model rarely wins.
         router: the router architecture (``embed_dim`` and ``encoder`` follow the encoder).
     """
 
@@ -52,6 +54,7 @@ class KLSTConfig:
     weight_decay: float = 0.01
     val_fraction: float = 0.2
     seed: int = 0
+    successful_only: bool = True
     router: RouterConfig = field(default_factory=RouterConfig)
 
     def __post_init__(self) -> None:
@@ -87,7 +90,7 @@ class KLSTResult:
         return "\n".join(
             [
                 f"KL-ST router -> {self.checkpoint}",
-                f"  {self.episodes} successful episodes, {self.steps} steps; KL < 0.05 nats at {under:.1%} of steps, "
+                f"  {self.episodes} episodes, {self.steps} steps; KL < 0.05 nats at {under:.1%} of steps, "
                 f"85th percentile {p85:.4f}",
                 f"  label 'needs high' for KL >= {self.kl_threshold:.4f}: {self.positive_share:.1%} of steps",
                 f"  best epoch {self.best_epoch}: val loss {b['val_loss']:.4f}, accuracy {b['val_accuracy']:.3f}, "
@@ -108,20 +111,21 @@ def kl_labels(kls: Sequence[float], tau: float) -> tuple[torch.Tensor, float]:
     return labels, threshold
 
 
-def klst_records(episodes: Sequence[Episode]) -> list[StepRecord]:
-    """Steps of the successful episodes that carry a KL value.
+def klst_records(episodes: Sequence[Episode], successful_only: bool = True) -> list[StepRecord]:
+    """Steps of the (successful) episodes that carry a KL value.
 
     Raises:
-        EmptyTraceSetError: no episodes, none successful, or none with KL values.
+        EmptyTraceSetError: no episodes, none successful (with ``successful_only``), or none with KL values.
     """
     if not episodes:
         msg = "the trace set is empty: collect episodes first (precision-router collect-kl)"
         raise EmptyTraceSetError(msg)
-    won = [e for e in episodes if e.success]
+    won = [e for e in episodes if e.success] if successful_only else list(episodes)
     if not won:
         msg = (
             f"none of the {len(episodes)} episodes succeeded, and KL-ST learns from successful episodes "
-            "only: collect more episodes, or use a setting where the high model wins some games"
+            "only: collect more episodes, use a setting where the high model wins some games, or "
+            "train on all episodes (successful_only=False, --all-episodes)"
         )
         raise EmptyTraceSetError(msg)
     records = [r for e in won for r in episode_states(e) if r.kl is not None and math.isfinite(r.kl)]
@@ -200,7 +204,7 @@ def train_klst(
     from tqdm.auto import tqdm
 
     config = config or KLSTConfig()
-    records = klst_records(episodes)
+    records = klst_records(episodes, config.successful_only)
     if encoder is None:
         from precision_router.routing.encoder import StepEncoder
 
