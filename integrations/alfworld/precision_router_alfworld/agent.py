@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,9 @@ class AgentConfig:
         repeat_penalty: nats subtracted from a command's score per time it was played in the
             last ``repeat_window`` steps (loop avoidance); 0 disables.
         repeat_window: how many recent steps the penalty looks at.
+        undo_penalty: nats subtracted from the command that would undo the previous one
+            (``move X to R`` right after ``take X from R``, ``close R`` after ``open R`` and
+            back); 0 disables.
         calibration: contextual calibration: subtract this multiple of each command's score in a
             neutral context (no task, no observations), which removes the model's prior
             preference for some commands (short ``go to`` ones); 0 disables.
@@ -66,6 +70,7 @@ class AgentConfig:
     normalize: Literal["sum", "mean"] = "sum"
     repeat_penalty: float = 0.0
     repeat_window: int = 4
+    undo_penalty: float = 0.0
     calibration: float = 0.0
     score_both: bool = False
     exclude: tuple[str, ...] = ("help",)
@@ -80,6 +85,21 @@ class AgentConfig:
         if self.max_steps < 1:
             msg = f"max_steps must be positive, got {self.max_steps}"
             raise ValueError(msg)
+
+
+_TAKE = re.compile(r"^take (.+) from (.+)$")
+_MOVE = re.compile(r"^move (.+) to (.+)$")
+_INVERSE_VERBS = {"open": "close", "close": "open"}
+
+
+def inverse_command(command: str) -> str | None:
+    """The command that undoes ``command`` (``take X from R`` <-> ``move X to R``, ``open`` <-> ``close``)."""
+    if match := _TAKE.match(command):
+        return f"move {match.group(1)} to {match.group(2)}"
+    if match := _MOVE.match(command):
+        return f"take {match.group(1)} from {match.group(2)}"
+    verb, _, rest = command.partition(" ")
+    return f"{_INVERSE_VERBS[verb]} {rest}" if verb in _INVERSE_VERBS and rest else None
 
 
 class EpisodeState(TypedDict, total=False):
@@ -211,6 +231,11 @@ class AlfworldAgent:
         chosen = scores[route].clone()
         if self.config.calibration:
             chosen -= self.config.calibration * self._neutral_scores(route, candidates)
+        if self.config.undo_penalty and recent:
+            undo = inverse_command(recent[-1])
+            for i, command in enumerate(candidates):
+                if command == undo:
+                    chosen[i] -= self.config.undo_penalty
         recent = [a for a, _ in state.get("turns", [])[-self.config.repeat_window :]]
         if self.config.repeat_penalty and recent:
             for i, command in enumerate(candidates):

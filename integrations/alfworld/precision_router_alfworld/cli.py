@@ -29,6 +29,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize", choices=["sum", "mean"], default="sum", help="candidate score: sum or mean")
     parser.add_argument("--repeat-penalty", type=float, default=0.0, help="nats per recent repeat (loop avoidance)")
     parser.add_argument("--repeat-window", type=int, default=4, help="how many recent steps the penalty looks at")
+    parser.add_argument("--undo-penalty", type=float, default=0.0, help="nats against undoing the last command")
     parser.add_argument("--restate-goal", action="store_true", help="append the task to every observation")
     parser.add_argument("--track-inventory", action="store_true", help="append what the agent carries to observations")
     parser.add_argument("--calibration", type=float, default=0.0, help="contextual calibration weight (0: off)")
@@ -249,6 +250,7 @@ def build_agent(  # type: ignore[no-untyped-def]
         normalize=args.normalize,
         repeat_penalty=args.repeat_penalty,
         repeat_window=args.repeat_window,
+        undo_penalty=args.undo_penalty,
         calibration=args.calibration,
         exclude=tuple(args.exclude),
         score_both=score_both,
@@ -294,6 +296,8 @@ def run_name(args: argparse.Namespace) -> str:
         parts.append("goal")
     if args.track_inventory:
         parts.append("inv")
+    if args.undo_penalty:
+        parts.append(f"undo{args.undo_penalty:g}")
     if args.calibration:
         parts.append(f"cal{args.calibration:g}")
     if args.fewshot_split != "train":

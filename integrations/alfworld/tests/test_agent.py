@@ -168,3 +168,12 @@ def test_inventory_tracking_reads_the_games_feedback():
     assert carried(turns) == ["pen 2"]
     messages = build_messages("room", turns, task="x", config=PromptConfig(track_inventory=True, restate_goal=True))
     assert messages[-1].content == "You move the mug 1 to the shelf 1.\n(You are carrying: pen 2. Your task: x.)"
+
+
+def test_inverse_commands():
+    from precision_router_alfworld.agent import inverse_command
+
+    assert inverse_command("take mug 1 from countertop 1") == "move mug 1 to countertop 1"
+    assert inverse_command("move mug 1 to countertop 1") == "take mug 1 from countertop 1"
+    assert inverse_command("open fridge 1") == "close fridge 1"
+    assert inverse_command("go to fridge 1") is None
