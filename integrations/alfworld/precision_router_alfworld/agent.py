@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -229,6 +229,7 @@ class AlfworldAgent:
             else:
                 scores[r] = self.scorers[r].score(prompt, candidates, normalize=self.config.normalize)
         chosen = scores[route].clone()
+        recent = [a for a, _ in state.get("turns", [])[-self.config.repeat_window :]]
         if self.config.calibration:
             chosen -= self.config.calibration * self._neutral_scores(route, candidates)
         if self.config.undo_penalty and recent:
@@ -236,7 +237,6 @@ class AlfworldAgent:
             for i, command in enumerate(candidates):
                 if command == undo:
                     chosen[i] -= self.config.undo_penalty
-        recent = [a for a, _ in state.get("turns", [])[-self.config.repeat_window :]]
         if self.config.repeat_penalty and recent:
             for i, command in enumerate(candidates):
                 chosen[i] -= self.config.repeat_penalty * recent.count(command)

@@ -177,3 +177,12 @@ def test_inverse_commands():
     assert inverse_command("move mug 1 to countertop 1") == "take mug 1 from countertop 1"
     assert inverse_command("open fridge 1") == "close fridge 1"
     assert inverse_command("go to fridge 1") is None
+
+
+def test_undo_penalty_avoids_undoing_the_last_command(games, pair):
+    agent = _agent(pair, RandomRouter(0.0, seed=0), None, max_steps=8, undo_penalty=1e6)
+    episode = agent.run_episode(AlfworldEnv(games[0], max_steps=8), conversation_id="undo")
+    from precision_router_alfworld.agent import inverse_command
+
+    actions = [s.action for s in episode.steps]
+    assert all(actions[i + 1] != inverse_command(actions[i]) for i in range(len(actions) - 1))
