@@ -58,7 +58,9 @@ class AgentConfig:
             preference for some commands (short ``go to`` ones); 0 disables.
         score_both: in ``score`` mode, score with both precisions at every step and record both
             distributions and ``KL(pi_low || pi_high)`` in the trace (KL collection).
-        exclude: admissible commands never offered as candidates.
+        exclude: commands never offered as candidates: an entry removes the command equal to
+            it and every command that starts with it followed by a space, so ``"close"`` removes
+            all ``close ...`` commands and ``"look"`` removes ``look``.
         prompt: prompt options (``restate_goal``; thoughts are on in ``generate`` mode).
         max_new_tokens: ``generate`` mode: most tokens per command.
         match_cutoff: ``generate`` mode: similarity (0-1) above which an inadmissible command is
@@ -90,6 +92,11 @@ class AgentConfig:
 _TAKE = re.compile(r"^take (.+) from (.+)$")
 _MOVE = re.compile(r"^move (.+) to (.+)$")
 _INVERSE_VERBS = {"open": "close", "close": "open"}
+
+
+def excluded(command: str, exclude: Sequence[str]) -> bool:
+    """Whether ``command`` is ``exclude``d: equal to an entry or starting with an entry and a space."""
+    return any(command == entry or command.startswith(entry + " ") for entry in exclude)
 
 
 def inverse_command(command: str) -> str | None:
@@ -214,7 +221,7 @@ class AlfworldAgent:
         return {"action": action, "pending": pending}
 
     def _candidates(self, state: EpisodeState) -> list[str]:
-        return [c for c in state["admissible"] if c not in self.config.exclude]
+        return [c for c in state["admissible"] if not excluded(c, self.config.exclude)]
 
     def _act_by_score(self, state: EpisodeState, messages: list[Any]) -> tuple[str, dict[str, Any]]:
         route = state["route"]

@@ -20,6 +20,13 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--games", type=int, default=None, help="number of games (default: all)")
     parser.add_argument("--task-types", nargs="*", default=None, help="only these task types")
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="K/N",
+        help="play only part K of N of the selected games (run N processes with K=1..N in parallel)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for game sampling and random routing")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model preset, folder or hub id")
     parser.add_argument("--low", default="gptq-3bit", help="low precision (gptq-3bit, gptq-4bit, rtn-4bit, ...)")
@@ -203,8 +210,29 @@ def collect(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _shard(text: str) -> tuple[int, int]:
+    k, _, n = text.partition("/")
+    try:
+        shard = (int(k), int(n))
+    except ValueError:
+        shard = (0, 0)
+    if not 1 <= shard[0] <= shard[1]:
+        msg = f"--shard must be K/N with 1 <= K <= N, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return shard
+
+
 def resolve_games(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
-    """The games the arguments select (generated ones when no data is available)."""
+    """The games the arguments select (generated ones when no data is available), ``--shard`` applied."""
+    games = _select_games(args)
+    shard = getattr(args, "shard", None)
+    if shard:
+        k, n = shard
+        games = games[k - 1 :: n]
+    return games
+
+
+def _select_games(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
     from precision_router_alfworld.data import AlfworldDataError, find_games
 
     try:

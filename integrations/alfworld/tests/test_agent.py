@@ -186,3 +186,16 @@ def test_undo_penalty_avoids_undoing_the_last_command(games, pair):
 
     actions = [s.action for s in episode.steps]
     assert all(actions[i + 1] != inverse_command(actions[i]) for i in range(len(actions) - 1))
+
+
+def test_exclude_matches_whole_commands_and_leading_verbs():
+    from precision_router_alfworld.agent import excluded
+
+    exclude = ("look", "close", "go to")
+    assert excluded("look", exclude)
+    assert excluded("close drawer 1", exclude)
+    assert excluded("go to fridge 1", exclude)
+    assert not excluded("lookout 1", exclude)
+    assert not excluded("closet 1", exclude)
+    assert not excluded("open drawer 1", exclude)
+    assert not excluded("take mug 1 from countertop 1", exclude)

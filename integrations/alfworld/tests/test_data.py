@@ -128,3 +128,19 @@ def test_importing_the_package_loads_no_engine():
         "assert set(p.__all__) <= set(dir(p))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_shards_split_the_selected_games(fake_data):
+    import argparse
+
+    from precision_router_alfworld.cli import add_agent_arguments, resolve_games
+
+    parser = argparse.ArgumentParser()
+    add_agent_arguments(parser)
+    base = ["--data", str(fake_data), "--split", "train", "--games", "10", "--seed", "3"]
+    everything = resolve_games(parser.parse_args(base))
+    shards = [resolve_games(parser.parse_args([*base, "--shard", f"{k}/3"])) for k in (1, 2, 3)]
+    assert sorted(g.path for s in shards for g in s) == sorted(g.path for g in everything)
+    assert all(4 >= len(s) >= 3 for s in shards)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--shard", "4/3"])
