@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"model {args.model} ({args.high} vs {args.low}), {args.mode} mode, {len(games)} {args.split} games"
         f"{' of ' + ', '.join(args.task_types) if args.task_types else ''} from {args.data or 'generated'}, "
         f"max {args.max_steps} steps, fewshot {args.fewshot}, normalize {args.normalize}, "
-        f"repeat penalty {args.repeat_penalty} (window {args.repeat_window}), undo penalty {args.undo_penalty}, restate goal {args.restate_goal}, track inventory {args.track_inventory}, calibration {args.calibration}, "
+        f"repeat penalty {args.repeat_penalty} (window {args.repeat_window}), undo penalty {args.undo_penalty}, "
+        f"restate goal {args.restate_goal}, track inventory {args.track_inventory}, calibration {args.calibration}, "
         f"excluded commands {' '.join(args.exclude)}, "
         f"seed {args.seed}"
     )
