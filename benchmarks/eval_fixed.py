@@ -10,15 +10,22 @@ learned routers in runs/ when they exist (runs/klst.pt, runs/grpo.pt).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "alfworld"
+
+# The benchmark setting of the ALFWorld study (README, "The benchmark setting").
 SETTING = {
-    "model": "qwen2.5-coder-0.5b-instruct",
+    "model": "smollm2-135m-instruct",
     "low": "gptq-3bit",
     "difficulty": "easy",
     "max_steps": 20,
-    "extra": ["--repeat-penalty", "3"],
+    "extra": [
+        *("--exclude", "help", "look", "inventory", "close", "examine"),
+        *("--repeat-penalty", "10", "--repeat-window", "8", "--restate-goal", "--track-inventory"),
+    ],
 }
 
 
@@ -37,6 +44,9 @@ def run(games: int = 12, runs_dir: Path = Path("runs")) -> str:
     out = runs_dir / "bench-eval.md"
     args = ["alfworld", "eval", "--data", str(folder), "--split", "generated", "--games", str(games)]
     args += ["--model", SETTING["model"], "--low", SETTING["low"], "--max-steps", str(SETTING["max_steps"])]
+    examples = os.environ.get("ALFWORLD_DATA") or (SHARED if (SHARED / "json_2.1.1").is_dir() else None)
+    if examples:  # few-shot transcripts from real train games (else from generated ones)
+        args += ["--fewshot-data", str(examples)]
     args += [
         *SETTING["extra"],
         "--traces",

@@ -28,7 +28,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     add_agent_arguments(parser)
     parser.add_argument("--p-high", type=float, default=0.3)
     parser.add_argument("--traces", type=Path, default=Path("runs/demo.jsonl"))
-    parser.set_defaults(games=6, max_steps=20)
+    # the benchmark setting (README): no no-op commands, loop avoidance, goal and inventory restated
+    parser.set_defaults(
+        games=6,
+        max_steps=20,
+        exclude=["help", "look", "inventory", "close", "examine"],
+        repeat_penalty=10.0,
+        repeat_window=8,
+        restate_goal=True,
+        track_inventory=True,
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.data is None and not os.environ.get("ALFWORLD_DATA") and SHARED.exists():
