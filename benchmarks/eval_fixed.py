@@ -20,8 +20,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "alfworld"
 SETTING = {
     "model": "smollm2-135m-instruct",
     "low": "gptq-3bit",
-    "difficulty": "easy",
-    "max_steps": 20,
+    "difficulty": "trivial",
+    "max_steps": 30,
     "extra": [
         *("--exclude", "help", "look", "inventory", "close", "examine"),
         *("--repeat-penalty", "10", "--repeat-window", "8", "--restate-goal", "--track-inventory"),

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # the benchmark setting (README): no no-op commands, loop avoidance, goal and inventory restated
     parser.set_defaults(
         games=6,
-        max_steps=20,
+        max_steps=30,
         exclude=["help", "look", "inventory", "close", "examine"],
         repeat_penalty=10.0,
         repeat_window=8,

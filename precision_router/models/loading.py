@@ -15,7 +15,7 @@ from precision_router.cache import cache_dir
 from precision_router.errors import ModelLoadError
 from precision_router.models.presets import get_preset
 
-__all__ = ["LoadedModel", "load_causal_lm", "resolve_source", "torch_dtype"]
+__all__ = ["LoadedModel", "forward_with_cache", "load_causal_lm", "resolve_source", "torch_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,20 @@ class LoadedModel:
     tokenizer: Any
     name: str
     path: str
+
+
+def forward_with_cache(model: Any, cache: Any, **inputs: Any) -> tuple[Any, Any]:
+    """Run ``model(**inputs)`` extending the KV ``cache``; returns ``(output, cache)``.
+
+    transformers renamed the argument and output field ``past_key_values`` to ``cache`` (5.2x);
+    this passes and reads whichever name the model's ``forward`` takes.
+    """
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    out = model(**inputs, **{name: cache}, use_cache=True)
+    new_cache = out.get("cache") if name == "cache" else out.get("past_key_values")
+    return out, new_cache
 
 
 def torch_dtype(name: str | Any) -> Any:

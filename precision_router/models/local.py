@@ -18,6 +18,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr
 
+from precision_router.models.loading import forward_with_cache
 from precision_router.models.tools import (
     TOOL_CALL_CLOSE,
     drop_undeclared_arguments,
@@ -336,8 +337,7 @@ class LocalChatModel(BaseChatModel):
         step_input = ids
         for _ in range(max_new_tokens):
             with self._lock, torch.inference_mode():
-                out = model(input_ids=step_input, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out, past = forward_with_cache(model, past, input_ids=step_input)
                 logits = out.logits[:, -1, :].float()
                 if sample:
                     probs = torch.softmax(warpers(step_input, logits), dim=-1)

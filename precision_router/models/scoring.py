@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import torch
 
+from precision_router.models.loading import forward_with_cache
+
 __all__ = [
     "ActionScorer",
     "action_log_probs",
@@ -122,10 +124,10 @@ class ActionScorer:
             cache = DynamicCache(config=self.model.config)
         new = torch.tensor([ids[common:]], device=self.device)
         positions = torch.arange(common, len(ids), device=self.device)[None]
-        out = self.model(input_ids=new, past_key_values=cache, position_ids=positions, use_cache=True)
+        out, cache = forward_with_cache(self.model, cache, input_ids=new, position_ids=positions)
         self.stats["prefill_tokens"] += len(ids) - common
         self.stats["reused_tokens"] += common
-        return out.past_key_values, out.logits[0, -1].float()
+        return cache, out.logits[0, -1].float()
 
     @torch.inference_mode()
     def score(self, prompt: str, candidates: Sequence[str], *, normalize: Normalisation = "sum") -> torch.Tensor:
@@ -156,12 +158,12 @@ class ActionScorer:
             dtype = next(self.model.parameters()).dtype
             mask = torch.zeros(1, 1, total, prompt_len + total, dtype=dtype, device=device)
             mask.masked_fill_(~allowed[None, None], torch.finfo(dtype).min)
-            out = self.model(
+            out, cache = forward_with_cache(
+                self.model,
+                cache,
                 input_ids=torch.tensor([flat], device=device),
-                past_key_values=cache,
                 position_ids=positions[None],
                 attention_mask=mask,
-                use_cache=True,
             )
             logp = torch.log_softmax(out.logits[0].float(), dim=-1)
             first_logp = torch.log_softmax(last_logits, dim=-1)
