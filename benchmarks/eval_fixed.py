@@ -14,19 +14,12 @@ import os
 import sys
 from pathlib import Path
 
+from precision_router_alfworld.cli import SETTINGS
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "alfworld"
 
-# The benchmark setting of the ALFWorld study (README, "The benchmark setting").
-SETTING = {
-    "model": "smollm2-135m-instruct",
-    "low": "gptq-3bit",
-    "difficulty": "trivial",
-    "max_steps": 30,
-    "extra": [
-        *("--exclude", "help", "look", "inventory", "close", "examine"),
-        *("--repeat-penalty", "10", "--repeat-window", "8", "--restate-goal", "--track-inventory"),
-    ],
-}
+# The benchmark setting of the ALFWorld study (README, "The benchmark setting"): `--setting benchmark`.
+DIFFICULTY = str(SETTINGS["benchmark"]["difficulty"])
 
 
 def run(games: int = 12, runs_dir: Path = Path("runs")) -> str:
@@ -35,20 +28,19 @@ def run(games: int = 12, runs_dir: Path = Path("runs")) -> str:
     from precision_router.cache import cache_dir
     from precision_router.cli import main as cli
 
-    folder = cache_dir("bench", f"games-{SETTING['difficulty']}-s7")
+    folder = cache_dir("bench", f"games-{DIFFICULTY}-s7")
     existing = find_games(folder, split="generated") if (folder / "json_2.1.1").exists() else []
     if len(existing) < games:
-        generate_games(folder, games, seed=7, difficulty=SETTING["difficulty"])
+        generate_games(folder, games, seed=7, difficulty=DIFFICULTY)
     policies = ["high", "low", "random:0.2", "random:0.4", "random:0.6", "random:0.8"]
     policies += [f"learned:{p}" for p in (runs_dir / "klst.pt", runs_dir / "grpo.pt") if p.exists()]
     out = runs_dir / "bench-eval.md"
-    args = ["alfworld", "eval", "--data", str(folder), "--split", "generated", "--games", str(games)]
-    args += ["--model", SETTING["model"], "--low", SETTING["low"], "--max-steps", str(SETTING["max_steps"])]
+    args = ["alfworld", "eval", "--setting", "benchmark", "--data", str(folder), "--split", "generated"]
+    args += ["--games", str(games)]
     examples = os.environ.get("ALFWORLD_DATA") or (SHARED if (SHARED / "json_2.1.1").is_dir() else None)
     if examples:  # few-shot transcripts from real train games (else from generated ones)
         args += ["--fewshot-data", str(examples)]
     args += [
-        *SETTING["extra"],
         "--traces",
         str(runs_dir / "bench-eval.jsonl"),
         "--out",

@@ -15,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from precision_router_alfworld.cli import add_agent_arguments, build_agent, resolve_games
+from precision_router_alfworld.cli import SETTINGS, add_agent_arguments, build_agent, resolve_games
 from precision_router_alfworld.runner import progress_measures, run_games
 
 from precision_router import JsonlTraceStore, RandomRouter
@@ -29,15 +29,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--p-high", type=float, default=0.3)
     parser.add_argument("--traces", type=Path, default=Path("runs/demo.jsonl"))
     # the benchmark setting (README): no no-op commands, loop avoidance, goal and inventory restated
-    parser.set_defaults(
-        games=6,
-        max_steps=30,
-        exclude=["help", "look", "inventory", "close", "examine"],
-        repeat_penalty=10.0,
-        repeat_window=8,
-        restate_goal=True,
-        track_inventory=True,
-    )
+    parser.set_defaults(games=6, **SETTINGS["benchmark"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.data is None and not os.environ.get("ALFWORLD_DATA") and SHARED.exists():

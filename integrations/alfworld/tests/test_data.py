@@ -144,3 +144,25 @@ def test_cli_shards_split_the_selected_games(fake_data):
     assert all(4 >= len(s) >= 3 for s in shards)
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--shard", "4/3"])
+
+
+def test_cli_setting_bundles_options_and_later_flags_override():
+    import argparse
+
+    from precision_router_alfworld.cli import SETTINGS, add_agent_arguments, run_name
+
+    parser = argparse.ArgumentParser()
+    add_agent_arguments(parser)
+    plain = parser.parse_args([])
+    bench = parser.parse_args(["--setting", "benchmark"])
+    for key, value in SETTINGS["benchmark"].items():
+        assert getattr(bench, key) == value
+    assert plain.exclude == ["help"] and not plain.restate_goal
+    bench.exclude.append("look")  # a copy: the bundle itself is untouched
+    assert SETTINGS["benchmark"]["exclude"].count("look") == 1
+    override = parser.parse_args(["--setting", "benchmark", "--max-steps", "12", "--low", "gptq-4bit"])
+    assert (override.max_steps, override.low, override.repeat_penalty) == (12, "gptq-4bit", 10.0)
+    bench.policy = override.policy = "high"
+    assert run_name(bench) != run_name(override)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--setting", "no-such-setting"])
