@@ -110,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("-n", type=int, default=12, help="games to write")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--task-types", nargs="*", default=None)
-    gen.add_argument("--difficulty", default="easy", help="easy, medium or hard")
+    gen.add_argument("--difficulty", default="easy", help="trivial, easy, medium or hard")
 
 
 DEFAULT_POLICIES = ("high", "low", "random:0.2", "random:0.4", "random:0.6", "random:0.8")

@@ -206,7 +206,7 @@ def generate_games(
         n: How many games.
         seed: Seed of the whole batch.
         task_types: One task type or several; all six by default.
-        difficulty: ``"easy"``, ``"medium"`` or ``"hard"`` (see the module docstring).
+        difficulty: ``"trivial"``, ``"easy"``, ``"medium"`` or ``"hard"`` (see the module docstring).
 
     Returns:
         The games, in generation order. Each file holds ``pddl_domain``, ``grammar``, ``pddl_problem``,
