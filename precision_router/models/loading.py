@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,15 +33,21 @@ class LoadedModel:
     path: str
 
 
+@functools.cache
+def _cache_argument(model_class: Any) -> str:
+    """The name under which ``model_class.forward`` takes the KV cache."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def forward_with_cache(model: Any, cache: Any, **inputs: Any) -> tuple[Any, Any]:
     """Run ``model(**inputs)`` extending the KV ``cache``; returns ``(output, cache)``.
 
     transformers renamed the argument and output field ``past_key_values`` to ``cache`` (5.2x);
     this passes and reads whichever name the model's ``forward`` takes.
     """
-    import inspect
-
-    name = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    name = _cache_argument(type(model))
     out = model(**inputs, **{name: cache}, use_cache=True)
     new_cache = out.get("cache") if name == "cache" else out.get("past_key_values")
     return out, new_cache
