@@ -47,7 +47,7 @@ def forward_with_cache(model: Any, cache: Any, **inputs: Any) -> tuple[Any, Any]
     transformers renamed the argument and output field ``past_key_values`` to ``cache`` (5.2x);
     this passes and reads whichever name the model's ``forward`` takes.
     """
-    name = _cache_argument(type(model))
+    name = _cache_argument(model.__class__)
     out = model(**inputs, **{name: cache}, use_cache=True)
     new_cache = out.get("cache") if name == "cache" else out.get("past_key_values")
     return out, new_cache
