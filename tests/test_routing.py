@@ -116,3 +116,16 @@ def test_learned_router_decides_and_round_trips(encoder, tmp_path):
 
     with pytest.raises(CheckpointMismatchError, match="encoder"):
         LearnedRouter.from_checkpoint(path, encoder=StepEncoder("some/other-encoder"))
+
+
+def test_step_encoder_dtypes_agree(encoder):
+    from precision_router.routing.encoder import StepEncoder
+
+    texts = _state(steps=4).step_texts()
+    full = StepEncoder(dtype="float32").encode(texts)
+    half = StepEncoder(dtype="bfloat16").encode(texts)
+    assert full.dtype == half.dtype == torch.float32 and half.shape == (len(texts), encoder.dim)
+    assert torch.nn.functional.cosine_similarity(full, half).min() > 0.999
+    assert not torch.equal(full, half)  # really ran in bfloat16
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        StepEncoder(dtype="int8")

@@ -194,7 +194,9 @@ def evaluate(args: argparse.Namespace) -> int:
     calibration = JsonlTraceStore(args.calibration_traces).read() if args.calibration_traces else None
     pair = load_pair(args)
     results = []
+    calibrated_on = file_digest(args.calibration_traces) if args.calibration_traces else None
     for spec in args.policies:
+        label = spec
         if spec.startswith("calibrated:"):
             base, _, share = spec.removeprefix("calibrated:").rpartition(":")
             if calibration is None:
@@ -203,13 +205,15 @@ def evaluate(args: argparse.Namespace) -> int:
             router = router_from_spec(base, seed=args.seed)
             threshold = calibrate_policy(router, calibration, float(share))
             logger.info("%s: threshold %.4g for a %s high share", spec, threshold, share)
+            args.policy = policy_key(spec, router, calibrated_on)
+            label = f"{spec} (t={threshold:.3g})"
         else:
             router = router_from_spec(spec, seed=args.seed)
-        args.policy = spec
+            args.policy = policy_key(spec, router)
         agent = build_agent(args, router, store, pair=pair)
         result = run_games(agent, games, run=run_name(args))
         print(result.summary_line(), flush=True)
-        results.append(PolicyResult(spec, result.metrics))
+        results.append(PolicyResult(label, result.metrics))
     table = report_table(results)
     plot = plot_frontier(results, args.out.with_suffix(".png"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -348,6 +352,30 @@ def example_source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return examples
 
 
+def policy_key(spec: str, router: object, calibrated_on: str | None = None) -> str:
+    """The policy's part of a run name: its spec, the calibration traces and the router's weights.
+
+    A learned router's weight fingerprint is part of the key, and so is a content hash of the
+    traces a calibrated threshold was set on: retraining the checkpoint at the same path, or
+    recalibrating on other traces, replays the games instead of reusing the old policy's episodes.
+    """
+    parts = [spec]
+    if calibrated_on is not None:
+        parts.append(f"cal{calibrated_on}")
+    version = getattr(router, "version", None)
+    if version:
+        parts.append(f"v{version}")
+    return "#".join(parts)
+
+
+def file_digest(path: Path) -> str:
+    """Short content hash of a file (names the calibration traces in run names)."""
+    import hashlib
+
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:10]
+
+
 def run_name(args: argparse.Namespace) -> str:
     """Default run name: the settings that change results."""
     parts = [args.policy, args.mode, f"{args.model}@{args.low}", f"seed{args.seed}", f"steps{args.max_steps}"]
@@ -390,7 +418,9 @@ def run(args: argparse.Namespace) -> int:
 
     games = resolve_games(args)
     store = JsonlTraceStore(args.traces)
-    agent = build_agent(args, router_from_spec(args.policy, seed=args.seed), store, score_both=args.score_both)
+    router = router_from_spec(args.policy, seed=args.seed)
+    agent = build_agent(args, router, store, score_both=args.score_both)
+    args.policy = policy_key(args.policy, router)
     name = args.run_name or run_name(args)
     shown = 0
 

@@ -166,3 +166,26 @@ def test_cli_setting_bundles_options_and_later_flags_override():
     assert run_name(bench) != run_name(override)
     with pytest.raises(SystemExit):
         parser.parse_args(["--setting", "no-such-setting"])
+
+
+def test_policy_key_tells_retrained_and_recalibrated_policies_apart(tmp_path):
+    import torch
+    from precision_router_alfworld.cli import policy_key
+
+    from precision_router import LearnedRouter, RandomRouter, RouterConfig, RouterNet
+    from precision_router.routing.threshold import UncertaintyRouter
+    from precision_router.testing import HashingEncoder
+
+    encoder = HashingEncoder(16)
+    config = RouterConfig(embed_dim=16, d_model=16, n_heads=2, encoder=encoder.name)
+    keys = set()
+    for seed in (0, 1):  # the same path, retrained: a different key, so no stale cached episodes
+        torch.manual_seed(seed)
+        RouterNet(config).save(tmp_path / "router.pt")
+        keys.add(
+            policy_key("learned:router.pt", LearnedRouter.from_checkpoint(tmp_path / "router.pt", encoder=encoder))
+        )
+    assert len(keys) == 2 and all(k.startswith("learned:router.pt#v") for k in keys)
+    assert policy_key("random:0.2", RandomRouter(0.2, seed=0)) == "random:0.2"
+    calibrated = [policy_key("calibrated:entropy@0:0.3", UncertaintyRouter(0.5), on) for on in ("aaa", "bbb")]
+    assert calibrated == ["calibrated:entropy@0:0.3#calaaa", "calibrated:entropy@0:0.3#calbbb"]
