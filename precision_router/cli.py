@@ -140,6 +140,11 @@ def _integration_commands() -> dict[str, Command]:
             alfworld_cli.add_collect_arguments,
             alfworld_cli.collect,
         ),
+        "eval": Command(
+            "run several routing policies on the same ALFWorld games; report S, c, GHC, PGR, CPT and the plot",
+            alfworld_cli.add_eval_arguments,
+            alfworld_cli.evaluate,
+        ),
     }
 
 

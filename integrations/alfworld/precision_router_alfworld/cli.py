@@ -94,17 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_parser.add_argument("--score-both", action="store_true", help="record both precisions' distributions + KL")
     run_parser.add_argument("--no-resume", action="store_true", help="replay games already in the trace file")
     run_parser.add_argument("--print-steps", type=int, default=0, help="print the steps of the first N episodes")
-    ev = sub.add_parser("eval", help="run several policies on the same games and write the report")
-    add_agent_arguments(ev)
-    ev.add_argument(
-        "--policies",
-        nargs="+",
-        default=list(DEFAULT_POLICIES),
-        help="policy specs; also calibrated:<spec>:<share> (threshold set on --calibration-traces)",
-    )
-    ev.add_argument("--calibration-traces", type=Path, help="traces (collect-kl) to calibrate thresholds on")
-    ev.add_argument("--traces", type=Path, default=Path("runs/eval.jsonl"), help="episodes (resumable cache)")
-    ev.add_argument("--out", type=Path, default=Path("runs/eval-report.md"), help="Markdown report (+ .png plot)")
+    add_eval_arguments(sub.add_parser("eval", help="run several policies on the same games and write the report"))
     gen = sub.add_parser("generate", help="write new solvable games (no ALFWorld download needed)")
     gen.add_argument("out_dir", type=Path)
     gen.add_argument("-n", type=int, default=12, help="games to write")
@@ -114,6 +104,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 DEFAULT_POLICIES = ("high", "low", "random:0.2", "random:0.4", "random:0.6", "random:0.8")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``precision-router eval`` (also ``precision-router alfworld eval``)."""
+    add_agent_arguments(parser)
+    parser.add_argument(
+        "--policies",
+        nargs="+",
+        default=list(DEFAULT_POLICIES),
+        help="policy specs; also calibrated:<spec>:<share> (threshold set on --calibration-traces)",
+    )
+    parser.add_argument("--calibration-traces", type=Path, help="traces (collect-kl) to calibrate thresholds on")
+    parser.add_argument("--traces", type=Path, default=Path("runs/eval.jsonl"), help="episodes (resumable cache)")
+    parser.add_argument("--out", type=Path, default=Path("runs/eval-report.md"), help="Markdown report (+ .png plot)")
 
 
 def add_grpo_arguments(parser: argparse.ArgumentParser) -> None:

@@ -118,7 +118,7 @@ def test_cli_run_eval_and_grpo_with_tiny_models(games, tmp_path, capsys):
     assert collected and all(s.kl is not None and s.route == "high" for e in collected for s in e.steps)
     out = tmp_path / "report.md"
     code = main(
-        ["alfworld", "eval", *common, "--games", "2", "--policies", "high", "low", "random:0.5",
+        ["eval", *common, "--games", "2", "--policies", "high", "low", "random:0.5",
          "calibrated:entropy@0:0.5", "--calibration-traces", str(tmp_path / "kl.jsonl"),
          "--traces", str(tmp_path / "eval.jsonl"), "--out", str(out)]
     )  # fmt: skip
@@ -129,6 +129,10 @@ def test_cli_run_eval_and_grpo_with_tiny_models(games, tmp_path, capsys):
     assert {"high", "low", "random:0.5"} < runs  # the calibration traces are part of the policy's key
     assert any(r.startswith("calibrated:entropy@0:0.5#cal") for r in runs)
     assert out.with_suffix(".png").stat().st_size > 0
+    from precision_router.cli import build_parser
+
+    same = build_parser().parse_args(["alfworld", "eval", *common, "--policies", "high", "low"])
+    assert same.policies == ["high", "low"] and same.traces.name == "eval.jsonl"
 
 
 def test_cli_train_grpo_with_tiny_models(games, tmp_path, capsys):
