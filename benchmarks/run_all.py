@@ -4,7 +4,8 @@
 
 1. candidate scoring speed (naive / packed / packed with prefix cache);
 2. router decision latency as a share of a low-precision step;
-3. the evaluation table on a fixed list of ALFWorld games (the policies of the evaluation harness),
+3. the evaluation table on a fixed list of ALFWorld games (the policies of the evaluation harness,
+   played in one process per CPU core),
    unless --skip-eval.
 """
 
