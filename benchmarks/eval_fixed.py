@@ -31,7 +31,9 @@ def _play_in_shards(args: list[str], traces: Path, runs_dir: Path, jobs: int) ->
     from precision_router import JsonlTraceStore
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    shards = [(runs_dir / f"bench-eval.shard{k}.jsonl", runs_dir / f"bench-eval.shard{k}.log") for k in range(1, jobs + 1)]
+    shards = [
+        (runs_dir / f"bench-eval.shard{k}.jsonl", runs_dir / f"bench-eval.shard{k}.log") for k in range(1, jobs + 1)
+    ]
     procs = []
     for k, (shard_traces, log) in enumerate(shards, start=1):
         if traces.exists() and not shard_traces.exists():  # what is already played is not replayed
