@@ -9,7 +9,7 @@ from typing import Any
 
 from precision_router.traces.schema import Episode
 
-__all__ = ["RunMetrics", "binomial_se", "ghc", "summarize"]
+__all__ = ["RunMetrics", "binomial_se", "ghc", "ghc_se", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +69,15 @@ def summarize(episodes: Iterable[Episode]) -> RunMetrics:
 def ghc(success: float, success_low: float, high_share: float) -> float:
     """Gain per high-precision cost: ``(S - S_low) / c`` (``nan`` when ``c`` is 0)."""
     return (success - success_low) / high_share if high_share > 0 else float("nan")
+
+
+def ghc_se(success_se: float, success_low_se: float, high_share: float) -> float:
+    """Standard error of :func:`ghc`: ``sqrt(SE_S^2 + SE_low^2) / c``.
+
+    Treats the two success rates as independent binomials and ``c`` as exact. Both runs play the
+    same games, which correlates them positively, so this overstates the noise a little: a GHC
+    difference that clears it is a real one.
+    """
+    if high_share <= 0:
+        return float("nan")
+    return math.sqrt(success_se**2 + success_low_se**2) / high_share

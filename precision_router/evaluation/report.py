@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from precision_router.evaluation.metrics import RunMetrics, ghc
+from precision_router.evaluation.metrics import RunMetrics, ghc, ghc_se
 
 __all__ = ["PolicyResult", "cpt", "pgr", "plot_frontier", "report_table"]
 
@@ -55,10 +55,11 @@ def report_table(results: Sequence[PolicyResult], low: str = "low", high: str = 
     by_name = {r.name: r.metrics for r in results}
     s_low = by_name[low].success if low in by_name else float("nan")
     s_high = by_name[high].success if high in by_name else float("nan")
-    head = "| policy | S | ± SE | c (steps) | c (tokens) | GHC | PGR | " + " | ".join(
+    se_low = by_name[low].success_se if low in by_name else float("nan")
+    head = "| policy | S | ± SE | c (steps) | c (tokens) | GHC | ± SE | PGR | " + " | ".join(
         f"CPT({int(x * 100)}%)" for x in CPT_LEVELS
     )
-    lines = [head + " | steps/game |", "|" + " --- |" * (8 + len(CPT_LEVELS))]
+    lines = [head + " | steps/game |", "|" + " --- |" * (9 + len(CPT_LEVELS))]
     for result in results:
         m = result.metrics
         cells = [
@@ -68,6 +69,7 @@ def report_table(results: Sequence[PolicyResult], low: str = "low", high: str = 
             f"{m.high_share:.3f}",
             f"{m.token_high_share:.3f}",
             _fmt(ghc(m.success, s_low, m.high_share) if result.name != low else float("nan")),
+            _fmt(ghc_se(m.success_se, se_low, m.high_share) if result.name != low else float("nan")),
             _fmt(pgr(m.success, s_low, s_high)),
             *(_fmt(cpt(x, m.high_share, m.success, s_low, s_high)) for x in CPT_LEVELS),
             f"{m.mean_steps:.1f}",

@@ -1,0 +1,69 @@
+"""Evaluation metrics, the report table and the frontier plot, on hand-made episodes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from precision_router.evaluation import (
+    PolicyResult,
+    cpt,
+    ghc,
+    ghc_se,
+    pgr,
+    plot_frontier,
+    report_table,
+    summarize,
+)
+from precision_router.traces.schema import Episode, Step
+
+
+def _episode(routes: str, success: bool, tokens: int = 10) -> Episode:
+    steps = [Step(index=i, route="high" if r == "h" else "low", input_tokens=tokens) for i, r in enumerate(routes)]
+    return Episode(steps=steps, success=success)
+
+
+def _policy(name: str, wins: int, games: int, routes: str) -> PolicyResult:
+    return PolicyResult(name, summarize([_episode(routes, i < wins) for i in range(games)]))
+
+
+def test_summarize_counts_success_share_and_tokens():
+    episodes = [_episode("hll", True, tokens=30), _episode("l", False, tokens=10), _episode("hh", None)]  # type: ignore[arg-type]
+    m = summarize(episodes)
+    assert m.episodes == 3 and m.success == pytest.approx(1 / 3)  # no outcome counts as a failure
+    assert m.success_se == pytest.approx(math.sqrt((1 / 3) * (2 / 3) / 3))
+    assert m.high_share == pytest.approx(3 / 6) and m.mean_steps == pytest.approx(2)
+    assert m.token_high_share == pytest.approx((30 + 10 + 10) / (90 + 10 + 20))
+
+
+def test_gain_metrics_at_known_points():
+    assert ghc(0.5, 0.2, 0.3) == pytest.approx(1.0)
+    assert math.isnan(ghc(0.5, 0.2, 0.0))
+    assert ghc_se(0.03, 0.04, 0.5) == pytest.approx(0.1)
+    assert pgr(0.35, 0.2, 0.5) == pytest.approx(0.5) and math.isnan(pgr(0.3, 0.4, 0.4))
+    # the curve low (0, .2) -> policy (.2, .4) -> high (1, .6): a quarter of the gap at c = .1
+    assert cpt(0.25, 0.2, 0.4, 0.2, 0.6) == pytest.approx(0.1)
+    assert cpt(0.5, 0.2, 0.4, 0.2, 0.6) == pytest.approx(0.2)
+    assert cpt(0.95, 0.2, 0.4, 0.2, 0.6) == pytest.approx(0.2 + 0.8 * (0.58 - 0.4) / 0.2)
+    assert cpt(0.5, 0.3, 0.6, 0.2, 0.6) == pytest.approx(0.15)  # as good as high at c = .3
+
+
+def test_report_table_and_plot(tmp_path):
+    results = [
+        _policy("high", 6, 10, "hhhh"),
+        _policy("low", 2, 10, "llll"),
+        _policy("random:0.5", 4, 10, "hlhl"),
+        _policy("learned:r.pt", 5, 10, "hlll"),
+    ]
+    table = report_table(results)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines()[2:]}
+    assert set(rows) == {"high", "low", "random:0.5", "learned:r.pt"}
+    learned = rows["learned:r.pt"]
+    assert learned[1] == "0.500" and learned[3] == "0.250"  # S and c
+    assert learned[5] == "1.200"  # GHC = (0.5 - 0.2) / 0.25
+    se = math.sqrt(0.25 / 10 + 0.16 / 10) / 0.25
+    assert learned[6] == f"{se:.3f}" and learned[7] == "0.750"  # its SE and PGR
+    assert rows["low"][5] == "—"
+    png = plot_frontier(results, tmp_path / "frontier.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
