@@ -88,13 +88,13 @@ def test_step_encoder_embeds_only_new_steps(encoder, monkeypatch):
     first = encoder.encode_state(_state(steps=2))
     assert first.shape == (3, encoder.dim) and encoder.dim == 384
     seen: list[list[str]] = []
-    original = encoder.model.encode
+    original = encoder._embed
 
-    def spy(texts, **kwargs):
+    def spy(texts):
         seen.append(list(texts))
-        return original(texts, **kwargs)
+        return original(texts)
 
-    monkeypatch.setattr(encoder.model, "encode", spy)
+    monkeypatch.setattr(encoder, "_embed", spy)
     second = encoder.encode_state(_state(steps=3))
     assert seen == [[_state(steps=3).step_texts()[-1]]]
     assert torch.allclose(second[:3], first)
@@ -129,3 +129,14 @@ def test_step_encoder_dtypes_agree(encoder):
     assert not torch.equal(full, half)  # really ran in bfloat16
     with pytest.raises(ValueError, match="dtype must be one of"):
         StepEncoder(dtype="int8")
+
+
+def test_step_encoder_direct_and_batched_paths_agree(encoder):
+    from precision_router.routing import encoder as encoder_module
+
+    texts = [f"> go to drawer {i}\nThe drawer {i} is closed." for i in range(encoder_module._DIRECT_MAX + 2)]
+    batched = encoder_module.StepEncoder(dtype="float32").encode(texts)  # more than _DIRECT_MAX: encode()
+    direct = encoder_module.StepEncoder(dtype="float32")
+    one_by_one = torch.cat([direct.encode([t]) for t in texts])
+    assert torch.allclose(batched, one_by_one, atol=1e-5)
+    assert torch.allclose(one_by_one.norm(dim=-1), torch.ones(len(texts)), atol=1e-4)  # normalised

@@ -106,7 +106,7 @@ class RouterNet(nn.Module):
         pooled = self.norm(h[torch.arange(h.shape[0], device=h.device), last])
         return self.head(pooled)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def probs(self, seqs: list[torch.Tensor]) -> torch.Tensor:
         """Route probabilities ``(B, K)`` for unpadded sequences (eval mode, no grad)."""
         x, valid = pad_sequences(seqs, self.config.max_steps)
