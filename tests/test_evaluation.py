@@ -11,6 +11,8 @@ from precision_router.evaluation import (
     cpt,
     ghc,
     ghc_se,
+    paired_difference,
+    paired_table,
     pgr,
     plot_frontier,
     report_table,
@@ -25,7 +27,8 @@ def _episode(routes: str, success: bool, tokens: int = 10) -> Episode:
 
 
 def _policy(name: str, wins: int, games: int, routes: str) -> PolicyResult:
-    return PolicyResult(name, summarize([_episode(routes, i < wins) for i in range(games)]))
+    outcomes = {f"game{i}": i < wins for i in range(games)}
+    return PolicyResult(name, summarize([_episode(routes, won) for won in outcomes.values()]), outcomes)
 
 
 def test_summarize_counts_success_share_and_tokens():
@@ -67,3 +70,27 @@ def test_report_table_and_plot(tmp_path):
     assert rows["low"][5] == "—"
     png = plot_frontier(results, tmp_path / "frontier.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paired_difference_counts_discordant_games():
+    a = {"g1": True, "g2": True, "g3": False, "g4": False, "extra": True}
+    b = {"g1": True, "g2": False, "g3": False, "g4": True}
+    diff, se, n, only_a, only_b = paired_difference(a, b)
+    assert (diff, n, only_a, only_b) == (0.0, 4, 1, 1)
+    assert se == pytest.approx(math.sqrt((2 / 3) / 4))  # diffs 0, 1, 0, -1: variance 2/3
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_difference({"g1": True}, {"g1": False})
+
+
+def test_paired_table_compares_with_low_and_the_nearest_random():
+    results = [
+        _policy("high", 6, 10, "hhhh"),
+        _policy("low", 2, 10, "llll"),
+        _policy("random:0.2", 3, 10, "hlllh"),
+        _policy("random:0.8", 5, 10, "hhhhl"),
+        _policy("learned:r.pt", 5, 10, "hlll"),
+    ]
+    rows = [line.split(" | ") for line in paired_table(results).splitlines()[2:]]
+    assert [(r[0].lstrip("| "), r[1]) for r in rows] == [("learned:r.pt", "low"), ("learned:r.pt", "random:0.2")]
+    assert rows[0][2].startswith("+0.300") and rows[0][3].rstrip(" |") == "3 / 0"
+    assert paired_table(results[:2]) == ""

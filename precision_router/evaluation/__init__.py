@@ -1,7 +1,15 @@
 """Evaluation: metrics over traces, calibration, reports and plots."""
 
 from precision_router.evaluation.metrics import RunMetrics, binomial_se, ghc, ghc_se, summarize
-from precision_router.evaluation.report import PolicyResult, cpt, pgr, plot_frontier, report_table
+from precision_router.evaluation.report import (
+    PolicyResult,
+    cpt,
+    paired_difference,
+    paired_table,
+    pgr,
+    plot_frontier,
+    report_table,
+)
 
 __all__ = [
     "PolicyResult",
@@ -10,6 +18,8 @@ __all__ = [
     "cpt",
     "ghc",
     "ghc_se",
+    "paired_difference",
+    "paired_table",
     "pgr",
     "plot_frontier",
     "report_table",

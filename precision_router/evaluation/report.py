@@ -5,13 +5,13 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from precision_router.evaluation.metrics import RunMetrics, ghc, ghc_se
 
-__all__ = ["PolicyResult", "cpt", "pgr", "plot_frontier", "report_table"]
+__all__ = ["PolicyResult", "cpt", "paired_difference", "paired_table", "pgr", "plot_frontier", "report_table"]
 
 CPT_LEVELS = (0.5, 0.8, 0.95)
 
@@ -22,6 +22,8 @@ class PolicyResult:
 
     name: str
     metrics: RunMetrics
+    outcomes: Mapping[str, bool] | None = None
+    """Success per game (or task) id, for paired comparisons between policies on the same games."""
 
 
 def pgr(success: float, success_low: float, success_high: float) -> float:
@@ -76,6 +78,46 @@ def report_table(results: Sequence[PolicyResult], low: str = "low", high: str = 
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def paired_difference(a: Mapping[str, bool], b: Mapping[str, bool]) -> tuple[float, float, int, int, int]:
+    """``S_a - S_b`` on the games both played, its paired standard error, and the discordant counts.
+
+    Returns ``(difference, se, games, won only by a, won only by b)``. Pairing removes the games'
+    own difficulty from the noise, so this SE is usually well below the two binomial SEs combined.
+    """
+    games = sorted(set(a) & set(b))
+    n = len(games)
+    if n < 2:
+        msg = f"a paired comparison needs at least 2 common games, got {n}"
+        raise ValueError(msg)
+    diffs = [int(a[g]) - int(b[g]) for g in games]
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
+    return mean, math.sqrt(var / n), n, diffs.count(1), diffs.count(-1)
+
+
+def paired_table(results: Sequence[PolicyResult], low: str = "low") -> str:
+    """Markdown table: each routing policy against low-only and the random policy nearest in share.
+
+    Policies without ``outcomes`` are left out; returns ``""`` when there is nothing to compare.
+    """
+    by_name = {r.name: r for r in results if r.outcomes is not None}
+    randoms = [r for name, r in by_name.items() if name.startswith("random")]
+    lines = [
+        "| policy | vs | ΔS ± paired SE | games won only by the policy / only by the other |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, result in by_name.items():
+        if name.startswith("random") or name in (low, "high"):
+            continue
+        others = [by_name[low]] if low in by_name else []
+        if randoms:
+            others.append(min(randoms, key=lambda r: abs(r.metrics.high_share - result.metrics.high_share)))
+        for other in others:
+            diff, se, _, only_a, only_b = paired_difference(result.outcomes or {}, other.outcomes or {})
+            lines.append(f"| {name} | {other.name} | {diff:+.3f} ± {se:.3f} | {only_a} / {only_b} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def _fmt(value: float) -> str:

@@ -189,7 +189,7 @@ def evaluate(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router alfworld eval``: every policy on the same games, one report."""
     from precision_router import JsonlTraceStore
     from precision_router.evaluation.calibration import calibrate_policy
-    from precision_router.evaluation.report import PolicyResult, plot_frontier, report_table
+    from precision_router.evaluation.report import PolicyResult, paired_table, plot_frontier, report_table
     from precision_router.routing.spec import router_from_spec
     from precision_router_alfworld.runner import run_games
 
@@ -217,8 +217,12 @@ def evaluate(args: argparse.Namespace) -> int:
         agent = build_agent(args, router, store, pair=pair)
         result = run_games(agent, games, run=run_name(args))
         print(result.summary_line(), flush=True)
-        results.append(PolicyResult(label, result.metrics))
+        outcomes = {e.info.get("game", e.task): bool(e.success) for e in result.episodes}
+        results.append(PolicyResult(label, result.metrics, outcomes))
     table = report_table(results)
+    paired = paired_table(results)
+    if paired:
+        table += "\n\nPaired comparisons on the same games (S difference, its paired standard error):\n\n" + paired
     plot = plot_frontier(results, args.out.with_suffix(".png"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     header = (

@@ -125,6 +125,7 @@ def test_cli_run_eval_and_grpo_with_tiny_models(games, tmp_path, capsys):
     assert code == 0
     report = out.read_text()
     assert "| random:0.5 |" in report and "calibrated:entropy@0:0.5 (t=" in report
+    assert "| calibrated:entropy@0:0.5 (t=" in report.split("Paired comparisons")[1]
     runs = {e.info["run"].split("|")[0] for e in JsonlTraceStore(tmp_path / "eval.jsonl").read()}
     assert {"high", "low", "random:0.5"} < runs  # the calibration traces are part of the policy's key
     assert any(r.startswith("calibrated:entropy@0:0.5#cal") for r in runs)
