@@ -65,3 +65,24 @@ def plot_training_curves(history: Sequence[Mapping[str, float]], path: str | os.
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def plot_grpo_history(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str]) -> Path:
+    """GRPO per iteration: rollout success, high-precision share and return; KL to the start policy."""
+    plt = _pyplot()
+    iterations = [row["iteration"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    for key, label in (("success", "success"), ("high_share", "high share"), ("return", "return")):
+        left.plot(iterations, [r[key] for r in history], marker="o", label=label)
+    left.set_xlabel("iteration")
+    left.set_title("rollouts of the iteration")
+    left.legend()
+    right.plot(iterations, [r["kl"] for r in history], marker="o", color="#555555")
+    right.set_xlabel("iteration")
+    right.set_ylabel("KL(pi_theta || pi_theta0)")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -80,6 +80,7 @@ class GRPOResult:
 
     checkpoint: Path
     history: list[dict[str, float]] = field(default_factory=list)
+    plot: Path | None = None
 
 
 def episode_return(episode: Episode, lambda_high: float, lambda_step: float) -> float:
@@ -119,6 +120,7 @@ def train_grpo(
     resume: bool = True,
     progress: bool = True,
     embedding_cache: str | os.PathLike[str] | None = None,
+    plots: bool = True,
 ) -> GRPOResult:
     """Refine a router with GRPO; writes ``out`` after every iteration.
 
@@ -133,6 +135,7 @@ def train_grpo(
         resume: continue from ``out``'s saved state when it exists.
         progress: show a progress bar.
         embedding_cache: file for cached step embeddings.
+        plots: write the per-iteration curves next to ``out`` (``*-grpo.png``).
     """
     from tqdm.auto import tqdm
 
@@ -220,4 +223,9 @@ def train_grpo(
             state_path,
         )
     cache.save()
-    return GRPOResult(checkpoint=out, history=history)
+    result = GRPOResult(checkpoint=out, history=history)
+    if plots and history:
+        from precision_router.evaluation.plots import plot_grpo_history
+
+        result.plot = plot_grpo_history(history, out.with_name(out.stem + "-grpo.png"))
+    return result

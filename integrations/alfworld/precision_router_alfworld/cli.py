@@ -181,7 +181,7 @@ def train_grpo_command(args: argparse.Namespace) -> int:
             f"iteration {int(row['iteration']):3d}: success {row['success']:.2f}, high share {row['high_share']:.2f}, "
             f"return {row['return']:.3f}, KL to start {row['kl']:.4f}"
         )
-    print(f"GRPO router -> {result.checkpoint}")
+    print(f"GRPO router -> {result.checkpoint}" + (f"; curves: {result.plot}" if result.plot else ""))
     return 0
 
 

@@ -148,6 +148,7 @@ def test_cli_train_grpo_with_tiny_models(games, tmp_path, capsys):
     assert main([*args, "--iterations", "2"]) == 0
     assert "iteration   2" in capsys.readouterr().out
     assert RouterNet.load(tmp_path / "g.pt").meta["iteration"] == 2
+    assert (tmp_path / "g-grpo.png").stat().st_size > 0
     assert len(JsonlTraceStore(tmp_path / "g.jsonl").read()) == 4
     # resuming with more iterations rolls out only the new one
     assert main([*args, "--iterations", "3"]) == 0
