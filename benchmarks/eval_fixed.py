@@ -71,7 +71,9 @@ def run(games: int = 12, runs_dir: Path = Path("runs"), jobs: int | None = None)
     policies = ["high", "low", "random:0.2", "random:0.4", "random:0.6", "random:0.8"]
     policies += [f"learned:{p}" for p in (runs_dir / "klst.pt", runs_dir / "grpo.pt") if p.exists()]
     args = ["eval", "--setting", "benchmark", "--data", str(folder), "--split", "generated", "--games", str(games)]
-    examples = os.environ.get("ALFWORLD_DATA") or (SHARED if (SHARED / "json_2.1.1").is_dir() else None)
+    # $ALFWORLD_DATA only when it holds train games: importing alfworld sets it to a default folder
+    candidates = [os.environ.get("ALFWORLD_DATA"), SHARED]
+    examples = next((c for c in candidates if c and (Path(c) / "json_2.1.1" / "train").is_dir()), None)
     if examples:  # few-shot transcripts from real train games (else from generated ones)
         args += ["--fewshot-data", str(examples)]
     args += ["--policies", *policies]
