@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_kl_histogram", "plot_training_curves"]
+__all__ = ["plot_grpo_history", "plot_kl_histogram", "plot_training_curves", "save_figure"]
 
 
 def _pyplot() -> Any:
@@ -18,6 +18,17 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Lay out ``fig``, write it to ``path`` as a PNG (parents created) and close it."""
+    plt = _pyplot()
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
 
 
 def plot_kl_histogram(
@@ -36,12 +47,7 @@ def plot_kl_histogram(
     ax.set_ylabel("steps")
     ax.set_title(f"Per-step KL divergence ({len(kls)} steps)")
     ax.legend()
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def plot_training_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str]) -> Path:
@@ -59,12 +65,7 @@ def plot_training_curves(history: Sequence[Mapping[str, float]], path: str | os.
     right.set_xlabel("epoch")
     right.set_ylim(0, 1)
     right.legend()
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def plot_grpo_history(history: Sequence[Mapping[str, float]], path: str | os.PathLike[str]) -> Path:
@@ -80,9 +81,4 @@ def plot_grpo_history(history: Sequence[Mapping[str, float]], path: str | os.Pat
     right.plot(iterations, [r["kl"] for r in history], marker="o", color="#555555")
     right.set_xlabel("iteration")
     right.set_ylabel("KL(pi_theta || pi_theta0)")
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

@@ -131,7 +131,7 @@ def plot_frontier(
 
     Dotted lines from low-only to each point show GHC as a slope.
     """
-    from precision_router.evaluation.plots import _pyplot
+    from precision_router.evaluation.plots import _pyplot, save_figure
 
     plt = _pyplot()
     by_name = {r.name: r.metrics for r in results}
@@ -153,9 +153,4 @@ def plot_frontier(
     ax.set_xlim(-0.02, 1.02)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Success vs high-precision share")
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
