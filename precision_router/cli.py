@@ -31,7 +31,7 @@ def _add_models(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from precision_router.models.presets import PRESETS
+    from precision_router.models.presets import all_presets
 
     if args.prepare:
         from precision_router.models.pair import load_precision_pair
@@ -39,7 +39,7 @@ def _run_models(args: argparse.Namespace) -> int:
         high, low = load_precision_pair(args.prepare, low=args.low)
         print(f"ready: {high.model_name} and {low.model_name}")
         return 0
-    for preset in PRESETS.values():
+    for preset in all_presets().values():
         print(f"{preset.name:32s} {preset.description}")
     return 0
 

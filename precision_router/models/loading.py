@@ -16,7 +16,7 @@ from precision_router.cache import cache_dir
 from precision_router.errors import ModelLoadError
 from precision_router.models.presets import get_preset
 
-__all__ = ["LoadedModel", "forward_with_cache", "load_causal_lm", "resolve_source", "torch_dtype"]
+__all__ = ["LoadedModel", "forward_with_cache", "load_causal_lm", "merge_adapter", "resolve_source", "torch_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ def resolve_source(source: str | os.PathLike[str]) -> tuple[str, str]:
     text = str(source)
     preset = get_preset(text)
     if preset is not None:
+        if preset.adapter is not None:
+            base, _ = resolve_source(preset.base)
+            return str(merge_adapter(base, preset.adapter(), preset.cache_key())), preset.name
         return str(_export_gguf(preset.gguf_path(), preset.name)), preset.name
     path = Path(text).expanduser()
     if path.is_file() and path.suffix == ".gguf":
@@ -118,6 +121,41 @@ def _export_gguf(gguf: Path, key: str) -> Path:
         tokenizer.save_pretrained(out)
         (out / _DONE).write_text(json.dumps({"source": str(gguf), "dtype": "float32"}))
         logger.info("exported %s in %.1f s", gguf.name, time.perf_counter() - start)
+    return out
+
+
+def merge_adapter(base: str | os.PathLike[str], adapter: str | os.PathLike[str], key: str) -> Path:
+    """Merge a LoRA adapter (``peft`` folder) into ``base`` once: ``<cache>/models/<key>/fp32``.
+
+    Raises:
+        ModelLoadError: the adapter folder is missing, or ``peft`` is not installed.
+    """
+    from filelock import FileLock
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        msg = f"no LoRA adapter at {adapter} (adapter_config.json missing); reinstall the package that ships it"
+        raise ModelLoadError(msg)
+    out = cache_dir("models", key, "fp32")
+    if (out / _DONE).exists():
+        return out
+    with FileLock(str(out) + ".lock"):
+        if (out / _DONE).exists():
+            return out
+        try:
+            from peft import PeftModel
+        except ImportError as exc:
+            msg = 'merging a fine-tuned adapter needs peft: pip install "precision-router[train]"'
+            raise ModelLoadError(msg) from exc
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        logger.info("merging adapter %s into %s (one time)", adapter, base)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        merged.save_pretrained(out)
+        AutoTokenizer.from_pretrained(base).save_pretrained(out)
+        (out / _DONE).write_text(json.dumps({"base": str(base), "adapter": str(adapter), "dtype": "float32"}))
     return out
 
 

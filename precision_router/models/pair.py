@@ -109,8 +109,9 @@ def load_precision_pair(
 
 def _cache_key(source: str, location: str, name: str) -> str:
     """Cache folder name of a source: the preset name, else its name plus a hash of its location."""
-    if get_preset(source) is not None:
-        return source
+    preset = get_preset(source)
+    if preset is not None:
+        return preset.cache_key()
     return f"{name}-{hashlib.sha256(location.encode()).hexdigest()[:10]}"
 
 

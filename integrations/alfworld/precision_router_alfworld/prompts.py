@@ -46,11 +46,14 @@ class PromptConfig:
         restate_goal: append ``(Your task: ...)`` to every observation of the current game.
         track_inventory: append ``(You are carrying: ...)`` to every observation of the current
             game, read from the transcript (small models lose track of what they hold).
+        instructions: open with the system turn that explains the game; a model fine-tuned on
+            the game's trajectories does without it (shorter prompts, faster steps).
     """
 
     thoughts: bool = False
     restate_goal: bool = False
     track_inventory: bool = False
+    instructions: bool = True
 
 
 def parse_transcript(text: str) -> list[Example]:
@@ -114,8 +117,9 @@ def build_messages(
         config: prompt options.
     """
     config = config or PromptConfig()
-    system = _INSTRUCTIONS + (_THINKING if config.thoughts else "")
-    messages: list[BaseMessage] = [SystemMessage(system)]
+    messages: list[BaseMessage] = []
+    if config.instructions:
+        messages.append(SystemMessage(_INSTRUCTIONS + (_THINKING if config.thoughts else "")))
     for example in examples:
         shown = example if config.thoughts else example.without_thoughts()
         messages.append(HumanMessage(f"Example game.\n{shown.opening}"))
