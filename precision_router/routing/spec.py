@@ -8,7 +8,7 @@ __all__ = ["router_from_spec"]
 
 _HELP = (
     "use 'high', 'low', 'random:<p_high>', 'learned:<checkpoint.pt>', 'learned:<checkpoint.pt>@<threshold>', "
-    "'entropy@<threshold>' or 'margin@<threshold>'"
+    "'entropy@<threshold>', 'margin@<threshold>', 'oracle-disagree' or 'oracle-kl@<threshold>'"
 )
 
 
@@ -17,9 +17,18 @@ def router_from_spec(spec: str, *, seed: int = 0) -> Router:
 
     ``high`` / ``low``: fixed; ``random:0.3``: :class:`RandomRouter` (seeded with ``seed``);
     ``learned:router.pt`` (optionally ``@0.4`` for the threshold): a trained :class:`LearnedRouter`;
-    ``entropy@1.2`` / ``margin@-0.5``: an :class:`~precision_router.routing.threshold.UncertaintyRouter`.
+    ``entropy@1.2`` / ``margin@-0.5``: an :class:`~precision_router.routing.threshold.UncertaintyRouter`;
+    ``oracle-disagree`` / ``oracle-kl@0.8``: the diagnostic oracles of :mod:`precision_router.routing.oracle`.
     """
     text = spec.strip()
+    if text.lower() == "oracle-disagree":
+        from precision_router.routing.oracle import OracleDisagree
+
+        return OracleDisagree()
+    if text.lower().startswith("oracle-kl@"):
+        from precision_router.routing.oracle import OracleKL
+
+        return OracleKL(float(text.split("@", 1)[1]))
     for measure in ("entropy", "margin"):
         if text.lower().startswith(measure + "@"):
             from precision_router.routing.threshold import UncertaintyRouter

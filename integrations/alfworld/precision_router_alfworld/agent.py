@@ -121,7 +121,7 @@ class EpisodeState(TypedDict, total=False):
     route: str
     p_high: float | None
     action: str
-    low_scores: list[float] | None
+    scored: dict[str, list[float]]
     pending: dict[str, Any]
     won: bool
     done: bool
@@ -168,7 +168,8 @@ class AlfworldAgent:
                     raise TypeError(msg)
                 chat.ensure_loaded()  # type: ignore[attr-defined]
                 self.scorers[route] = ActionScorer(chat.hf_model, chat.tokenizer)  # type: ignore[attr-defined]
-        if getattr(model.router, "needs_low_scores", False) and self.config.mode != "score":
+        needs_scores = getattr(model.router, "needs_low_scores", False) or getattr(model.router, "needs_both_scores", False)
+        if needs_scores and self.config.mode != "score":
             msg = f"the {model.router.name} router reads the low model's action scores: use mode='score'"
             raise ValueError(msg)
         self.graph = self._build()
@@ -188,15 +189,25 @@ class AlfworldAgent:
     def _route(self, state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
         history = [(a, o) for a, o in state.get("turns", [])]
         extras: dict[str, Any] = {}
-        low_scores = None
-        if getattr(self.tracker.router, "needs_low_scores", False):
-            # the router reads the low model's own uncertainty about the candidates
+        scored: dict[str, list[float]] = {}
+        router = self.tracker.router
+        wanted = ("low", "high") if getattr(router, "needs_both_scores", False) else ()
+        if not wanted and getattr(router, "needs_low_scores", False):
+            wanted = ("low",)
+        if wanted:
+            # the router reads the models' own scores of the candidates before deciding
+            candidates = self._candidates(state)
             prompt = self.model.low.render(self._messages(state, runtime))  # type: ignore[attr-defined]
-            scores = self.scorers["low"].score(prompt, self._candidates(state), normalize=self.config.normalize)
-            extras["low_logprobs"] = action_log_probs(scores).tolist()
-            low_scores = scores.tolist()
+            for route in wanted:
+                scores = self.scorers[route].score(prompt, candidates, normalize=self.config.normalize)
+                scored[route] = scores.tolist()
+                extras[f"{route}_logprobs"] = action_log_probs(scores).tolist()
+                extras[f"{route}_choice"] = candidates[int(self._penalized(scores, route, state).argmax())]
+            if len(wanted) == 2:
+                low, high = (torch.tensor(scored[r], dtype=torch.float64) for r in ("low", "high"))
+                extras["kl"] = kl_divergence(action_log_probs(low), action_log_probs(high))
         decision = self.tracker.decide(state["conversation_id"], state["task"], history, extras)
-        return {"route": decision.route, "p_high": decision.p_high, "low_scores": low_scores}
+        return {"route": decision.route, "p_high": decision.p_high, "scored": scored}
 
     def _messages(self, state: EpisodeState, runtime: Runtime[EpisodeContext]) -> list[Any]:
         prompt = self.config.prompt
@@ -228,14 +239,31 @@ class AlfworldAgent:
         chat = self.model.high if route == "high" else self.model.low
         prompt = chat.render(messages)  # type: ignore[attr-defined]
         candidates = self._candidates(state)
-        routes = ("high", "low") if self.config.score_both else (route,)
+        scored = state.get("scored") or {}
+        both = self.config.score_both or len(scored) == 2
+        routes = ("high", "low") if both else (route,)
         scores = {}
         for r in routes:
-            if r == "low" and state.get("low_scores") is not None:
-                scores[r] = torch.tensor(state["low_scores"], dtype=torch.float64)  # scored for the router already
+            if r in scored:
+                scores[r] = torch.tensor(scored[r], dtype=torch.float64)  # scored for the router already
             else:
                 scores[r] = self.scorers[r].score(prompt, candidates, normalize=self.config.normalize)
-        chosen = scores[route].clone()
+        chosen = self._penalized(scores[route], route, state)
+        action = candidates[int(chosen.argmax())]
+        pending: dict[str, Any] = {
+            "candidates": candidates,
+            "logprobs": {r: [round(float(v), 5) for v in s] for r, s in scores.items()},
+            "input_tokens": len(chat.tokenizer(prompt, add_special_tokens=False).input_ids),  # type: ignore[attr-defined]
+            "model": getattr(chat, "model_name", route),
+        }
+        if both:
+            pending["kl"] = kl_divergence(action_log_probs(scores["low"]), action_log_probs(scores["high"]))
+        return action, pending
+
+    def _penalized(self, scores: torch.Tensor, route: str, state: EpisodeState) -> torch.Tensor:
+        """The candidates' scores after the agent's own adjustments (calibration, undo and repeat penalties)."""
+        candidates = self._candidates(state)
+        chosen = scores.clone()
         recent = [a for a, _ in state.get("turns", [])[-self.config.repeat_window :]]
         if self.config.calibration:
             chosen -= self.config.calibration * self._neutral_scores(route, candidates)
@@ -247,16 +275,7 @@ class AlfworldAgent:
         if self.config.repeat_penalty and recent:
             for i, command in enumerate(candidates):
                 chosen[i] -= self.config.repeat_penalty * recent.count(command)
-        action = candidates[int(chosen.argmax())]
-        pending: dict[str, Any] = {
-            "candidates": candidates,
-            "logprobs": {r: [round(float(v), 5) for v in s] for r, s in scores.items()},
-            "input_tokens": len(chat.tokenizer(prompt, add_special_tokens=False).input_ids),  # type: ignore[attr-defined]
-            "model": getattr(chat, "model_name", route),
-        }
-        if self.config.score_both:
-            pending["kl"] = kl_divergence(action_log_probs(scores["low"]), action_log_probs(scores["high"]))
-        return action, pending
+        return chosen
 
     def _neutral_scores(self, route: str, candidates: list[str]) -> torch.Tensor:
         """Each command's score after a neutral prompt (cached per command: it never changes)."""

@@ -27,6 +27,23 @@ SETTINGS: dict[str, dict[str, object]] = {
         "track_inventory": True,
         "difficulty": "trivial",  # of the games generated when no ALFWorld data is given
     },
+    # The real-game setting: SmolLM2-135M fine-tuned on ALFWorld walkthroughs (the shipped adapter,
+    # `precision-router alfworld finetune`) on the real games, prompted as it was trained.
+    "real": {
+        "model": "smollm2-135m-alfworld",
+        "high": "fp32",
+        "low": "gptq-3bit",
+        "mode": "score",
+        "split": "valid_seen",
+        "max_steps": 50,
+        "exclude": ["help", "look", "inventory", "close", "examine"],
+        "repeat_penalty": 2.0,
+        "repeat_window": 8,
+        "restate_goal": False,
+        "track_inventory": True,
+        "instructions": False,
+        "fewshot": 0,
+    },
 }
 """Named bundles of agent options for ``--setting NAME``."""
 
@@ -74,6 +91,12 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restate-goal", action="store_true", help="append the task to every observation")
     parser.add_argument("--track-inventory", action="store_true", help="append what the agent carries to observations")
     parser.add_argument("--calibration", type=float, default=0.0, help="contextual calibration weight (0: off)")
+    parser.add_argument(
+        "--no-instructions",
+        dest="instructions",
+        action="store_false",
+        help="no system turn explaining the game (for models fine-tuned on it)",
+    )
     parser.add_argument(
         "--exclude", nargs="*", default=["help"], help="commands never offered (e.g. help look inventory)"
     )
@@ -176,7 +199,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--policies",
         nargs="+",
         default=list(DEFAULT_POLICIES),
-        help="policy specs; also calibrated:<spec>:<share> (threshold set on --calibration-traces)",
+        help="policy specs; also calibrated:<spec>:<share> and oracle-kl:<share> (threshold set on "
+        "--calibration-traces), oracle-disagree",
     )
     parser.add_argument("--calibration-traces", type=Path, help="traces (collect-kl) to calibrate thresholds on")
     parser.add_argument("--traces", type=Path, default=Path("runs/eval.jsonl"), help="episodes (resumable cache)")
@@ -264,6 +288,8 @@ def evaluate(args: argparse.Namespace) -> int:
     calibrated_on = file_digest(args.calibration_traces) if args.calibration_traces else None
     for spec in args.policies:
         label = spec
+        if spec.startswith("oracle-kl:"):  # the KL oracle at a share: its threshold set on the traces
+            spec = f"calibrated:oracle-kl@0:{spec.removeprefix('oracle-kl:')}"
         if spec.startswith("calibrated:"):
             base, _, share = spec.removeprefix("calibrated:").rpartition(":")
             if calibration is None:
@@ -392,7 +418,11 @@ def build_agent(  # type: ignore[no-untyped-def]
         calibration=args.calibration,
         exclude=tuple(args.exclude),
         score_both=score_both,
-        prompt=PromptConfig(restate_goal=args.restate_goal, track_inventory=args.track_inventory),
+        prompt=PromptConfig(
+            restate_goal=args.restate_goal,
+            track_inventory=args.track_inventory,
+            instructions=getattr(args, "instructions", True),
+        ),
     )
     return AlfworldAgent(model, config, examples=example_source(args))
 
@@ -458,6 +488,8 @@ def run_name(args: argparse.Namespace) -> str:
         parts.append("goal")
     if args.track_inventory:
         parts.append("inv")
+    if not getattr(args, "instructions", True):
+        parts.append("noinstr")
     if args.undo_penalty:
         parts.append(f"undo{args.undo_penalty:g}")
     if args.calibration:
