@@ -8,7 +8,7 @@ __all__ = ["router_from_spec"]
 
 _HELP = (
     "use 'high', 'low', 'random:<p_high>', 'learned:<checkpoint.pt>', 'learned:<checkpoint.pt>@<threshold>', "
-    "'entropy@<threshold>', 'margin@<threshold>', 'oracle-disagree' or 'oracle-kl@<threshold>'"
+    "'entropy@<threshold>', 'margin@<threshold>', 'probe:<probe.json>[@<threshold>]', 'oracle-disagree' or 'oracle-kl@<threshold>'"
 )
 
 
@@ -46,6 +46,11 @@ def router_from_spec(spec: str, *, seed: int = 0) -> Router:
         except ValueError as exc:
             msg = f"bad policy {spec!r}: {exc}; {_HELP}"
             raise ValueError(msg) from exc
+    if kind == "probe" and arg:
+        from precision_router.routing.probe import ProbeRouter
+
+        path, _, threshold = arg.rpartition("@") if "@" in arg else (arg, "", "")
+        return ProbeRouter.load(path, threshold=float(threshold) if threshold else None)
     if kind == "learned" and arg:
         from precision_router.routing.learned import LearnedRouter
 

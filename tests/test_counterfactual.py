@@ -1,0 +1,104 @@
+"""Counterfactual labels and the probe router on a toy game where one step's precision decides."""
+
+import math
+
+import pytest
+
+from precision_router import AlwaysLow, RandomRouter
+from precision_router.routing.base import RoutingState
+from precision_router.routing.probe import FEATURES, ProbeCheckpointError, ProbeRouter, probe_features, train_probe
+from precision_router.traces import Episode, Step
+from precision_router.training.counterfactual import INFO_KEY, BranchRouter, counterfactual_labels, label_of
+
+STEPS = 6
+
+
+def flat(n):  # the low model is unsure: every candidate equally likely
+    return [-math.log(n)] * n
+
+
+def peaked(n):
+    return [math.log(0.9)] + [math.log(0.1 / (n - 1))] * (n - 1)
+
+
+def toy_play(marked: int):
+    """A deterministic toy game: the episode is won iff step ``marked`` runs high. At that step the
+    low model's distribution over the 4 candidate actions is flat, elsewhere peaked."""
+
+    def play(router):
+        history, steps, won = [], [], False
+        for t in range(STEPS):
+            low = flat(4) if t == marked else peaked(4)
+            state = RoutingState("guard the house", tuple(history), "toy", {"low_logprobs": low})
+            decision = router.decide(state)
+            won = won or (t == marked and decision.route == "high")
+            observation = "alarm" if t + 1 == marked else "quiet"
+            steps.append(
+                Step(index=t, observation=history[-1][1] if history else "start", action=f"a{t}",
+                     route=decision.route, p_high=decision.p_high, logprobs={"low": low})
+            )
+            history.append((f"a{t}", observation))
+        return Episode(conversation_id="toy", task="guard the house", steps=steps, success=won)
+
+    return play
+
+
+@pytest.mark.parametrize("marked", [1, 3, 4])
+def test_the_labeller_labels_exactly_the_step_that_decides(marked):
+    branches = []
+    base, labels = counterfactual_labels(toy_play(marked), AlwaysLow(), on_branch=branches.append)
+    assert base.success is False and len(labels) == STEPS == len(branches)
+    assert [label.delta_success for label in labels] == [int(t == marked) for t in range(STEPS)]
+    assert [label_of(s.info) for s in base.steps] == [int(t == marked) for t in range(STEPS)]
+    assert all(b.steps[t].route == "high" for t, b in enumerate(branches))
+
+
+def test_a_window_and_a_random_base():
+    base = RandomRouter(0.3, seed=4)
+    episode, labels = counterfactual_labels(toy_play(2), base, window=2)
+    for label in labels:
+        covers = label.step <= 2 < label.step + 2
+        assert label.branch_success == (covers or episode.success)
+    # steps the base already routes high are labelled without a replay
+    assert all(INFO_KEY in s.info for s in episode.steps)
+
+
+def test_branch_router_passes_capabilities_through():
+    probe = ProbeRouter([0.0] * len(FEATURES), 0.0, [0.0] * len(FEATURES), [1.0] * len(FEATURES))
+    branch = BranchRouter(probe, 2)
+    assert branch.needs_low_scores is True and branch.name == "probe+high@2"
+    with pytest.raises(ValueError, match="window"):
+        BranchRouter(probe, 0, window=0)
+
+
+def test_the_probe_learns_the_labelled_step(tmp_path):
+    states, labels = [], []
+    for marked in range(1, STEPS):
+        play = toy_play(marked)
+        episode, _ = counterfactual_labels(play, AlwaysLow())
+        history = []
+        for step in episode.steps:
+            states.append(RoutingState(episode.task, tuple(history), "toy", {"low_logprobs": step.logprobs["low"]}))
+            labels.append(label_of(step.info))
+            history.append((step.action, "quiet"))
+    probe = train_probe(states, labels)
+    for marked in range(1, STEPS):
+        episode = toy_play(marked)(probe)
+        assert episode.success
+        assert [s.route for s in episode.steps] == ["high" if t == marked else "low" for t in range(STEPS)]
+    loaded = ProbeRouter.load(probe.save(tmp_path / "probe.json"))
+    assert loaded.version == probe.version
+    assert loaded.score(states[0]) == pytest.approx(probe.score(states[0]))
+
+
+def test_features_and_bad_inputs(tmp_path):
+    state = RoutingState("t", (("go to a", "x"), ("go to b", "y"), ("go to a", "x"), ("go to b", "y")))
+    features = dict(zip(FEATURES, probe_features(state), strict=True))
+    assert features["abab"] == 1.0 and features["last_repeats"] == 1.0 and features["entropy"] == 0.0
+    with pytest.raises(ValueError, match="one class"):
+        train_probe([state, state], [0, 0])
+    (tmp_path / "bad.json").write_text('{"format": "other"}')
+    with pytest.raises(ProbeCheckpointError, match="retrain"):
+        ProbeRouter.load(tmp_path / "bad.json")
+    with pytest.raises(ProbeCheckpointError, match="one per feature"):
+        ProbeRouter([1.0], 0.0, [0.0], [1.0])
