@@ -82,6 +82,33 @@ def _run_train_klst(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_probe(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("traces", nargs="+", type=Path, help="JSONL traces with labelled steps")
+    parser.add_argument("--out", type=Path, required=True, help="probe file to write (JSON)")
+    parser.add_argument(
+        "--labels", choices=["counterfactual", "kl", "disagree"], default="counterfactual", help="what labels a step"
+    )
+    parser.add_argument("--tau", type=float, default=0.85, help="with --labels kl: empirical-CDF threshold")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _run_train_probe(args: argparse.Namespace) -> int:
+    from precision_router.routing.probe import train_probe
+    from precision_router.traces.store import JsonlTraceStore
+    from precision_router.training.labels import labelled_states
+
+    episodes = [e for path in args.traces for e in JsonlTraceStore(path).read()]
+    states, labels = labelled_states(episodes, args.labels, tau=args.tau)
+    probe = train_probe(states, labels, seed=args.seed)
+    probe.save(args.out)
+    share = sum(probe.decide(s).route == "high" for s in states) / len(states)
+    print(
+        f"probe trained on {len(states)} steps ({sum(labels)} labelled high); routes {share:.3f} of them high "
+        f"at threshold {probe.threshold:g}; wrote {args.out} (calibrate it: calibrated:probe:{args.out}:<share>)"
+    )
+    return 0
+
+
 def _add_calibrate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--traces", nargs="+", type=Path, required=True, help="traces to calibrate on (collect-kl)")
     parser.add_argument("--policy", required=True, help="learned:<checkpoint.pt>, entropy@0 or margin@0")
@@ -106,6 +133,11 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "models": Command("list model presets, or prepare one (--prepare)", _add_models, _run_models),
     "train-klst": Command("train a router from KL-labelled traces (KL-ST)", _add_train_klst, _run_train_klst),
+    "train-probe": Command(
+        "train a probe router on labelled steps (counterfactual, KL or disagreement labels)",
+        _add_train_probe,
+        _run_train_probe,
+    ),
     "calibrate": Command(
         "choose a policy threshold that hits a target high-precision share", _add_calibrate, _run_calibrate
     ),
@@ -139,6 +171,11 @@ def _integration_commands() -> dict[str, Command]:
             "roll out ALFWorld games with the high model acting and record both precisions' KL per step",
             alfworld_cli.add_collect_arguments,
             alfworld_cli.collect,
+        ),
+        "collect-counterfactual": Command(
+            "label ALFWorld steps by what playing them on the high model changes (replayed branches)",
+            alfworld_cli.add_counterfactual_arguments,
+            alfworld_cli.collect_counterfactual,
         ),
         "eval": Command(
             "run several routing policies on the same ALFWorld games; report S, c, GHC, PGR, CPT and the plot",

@@ -34,8 +34,14 @@ def toy_play(marked: int):
             won = won or (t == marked and decision.route == "high")
             observation = "alarm" if t + 1 == marked else "quiet"
             steps.append(
-                Step(index=t, observation=history[-1][1] if history else "start", action=f"a{t}",
-                     route=decision.route, p_high=decision.p_high, logprobs={"low": low})
+                Step(
+                    index=t,
+                    observation=history[-1][1] if history else "start",
+                    action=f"a{t}",
+                    route=decision.route,
+                    p_high=decision.p_high,
+                    logprobs={"low": low},
+                )
             )
             history.append((f"a{t}", observation))
         return Episode(conversation_id="toy", task="guard the house", steps=steps, success=won)
@@ -102,3 +108,39 @@ def test_features_and_bad_inputs(tmp_path):
         ProbeRouter.load(tmp_path / "bad.json")
     with pytest.raises(ProbeCheckpointError, match="one per feature"):
         ProbeRouter([1.0], 0.0, [0.0], [1.0])
+
+
+def test_a_budget_caps_high_steps_per_conversation():
+    from precision_router import AlwaysHigh
+    from precision_router.routing.budget import BudgetRouter
+
+    router = BudgetRouter(AlwaysHigh(), 2)
+    routes = [router.decide(RoutingState("t", (("a", "o"),) * i, "c1")).route for i in range(5)]
+    assert routes == ["high", "high", "low", "low", "low"]
+    assert router.decide(RoutingState("t", (("a", "o"),), "c1")).route == "high"  # step 1 again: already paid
+    assert router.decide(RoutingState("t", (), "c2")).route == "high" and router.spent("c1") == 2
+    assert toy_play(3)(BudgetRouter(RandomRouter(0.5, seed=0), 1)).n_high <= 1
+    with pytest.raises(ValueError, match="non-negative"):
+        BudgetRouter(AlwaysHigh(), -1)
+
+
+def test_labelled_states_from_traces():
+    from precision_router.training.labels import labelled_states
+
+    episode, _ = counterfactual_labels(toy_play(2), AlwaysLow())
+    states, labels = labelled_states([episode], "counterfactual")
+    assert labels == [int(t == 2) for t in range(STEPS)]
+    assert states[2].step_index == 2 and states[2].extras["low_logprobs"] == pytest.approx(flat(4))
+    episode.steps[0].logprobs = {"low": [0.0, -1.0], "high": [-1.0, 0.0]}
+    episode.steps[1].logprobs = {"low": [0.0, -1.0], "high": [0.0, -2.0]}
+    _, disagree = labelled_states([episode], "disagree")
+    assert disagree == [1, 0]
+
+
+def test_reference_advantages():
+    from precision_router.training.grpo import group_advantages
+
+    plain = group_advantages([0.0, 0.0, 1.0, 1.0])
+    guided = group_advantages([0.0, 0.0, 1.0, 1.0], references=[1.0, 1.0])
+    assert plain[0] < 0 < plain[2]
+    assert guided[2] > 0 and guided[0] < plain[0]  # failing to match the references costs more

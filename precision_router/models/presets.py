@@ -56,8 +56,11 @@ class ModelPreset:
             raise ValueError(msg)
 
     def cache_key(self) -> str:
-        """Folder name of this preset's exported and quantized copies: the name, plus a digest of
-        the adapter's weights when it has one (a retrained adapter gets fresh copies)."""
+        """Folder name of this preset's exported and quantized copies.
+
+        The name, plus a digest of the adapter's weights when it has one (a retrained adapter gets
+        fresh copies).
+        """
         if self.adapter is None:
             return self.name
         digest = hashlib.sha256()

@@ -28,7 +28,7 @@ from typing import Any
 from precision_router.errors import PrecisionRouterError
 from precision_router.routing.base import RouteDecision, RoutingState
 
-__all__ = ["FEATURES", "ProbeRouter", "probe_features", "train_probe"]
+__all__ = ["FEATURES", "ProbeCheckpointError", "ProbeRouter", "ProbeTrainingError", "probe_features", "train_probe"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ FEATURES: tuple[str, ...] = (
 
 class ProbeCheckpointError(PrecisionRouterError):
     """A probe file that is not one, or of another version; retrain it with ``train_probe``."""
+
+
+class ProbeTrainingError(PrecisionRouterError, ValueError):
+    """The labelled steps cannot train a probe (none, or one class only)."""
 
 
 def probe_features(state: RoutingState) -> list[float]:
@@ -108,7 +112,8 @@ class ProbeRouter:
     ) -> None:
         n = len(FEATURES)
         if not (len(weights) == len(mean) == len(std) == n):
-            msg = f"a probe needs {n} weights, means and stds (one per feature), got {len(weights)}/{len(mean)}/{len(std)}"
+            got = f"{len(weights)}/{len(mean)}/{len(std)}"
+            msg = f"a probe needs {n} weights, means and stds (one per feature), got {got}"
             raise ProbeCheckpointError(msg)
         if not all(math.isfinite(float(v)) for v in [*weights, bias, *mean, *std, threshold]):
             msg = "a probe's weights, normalisation and threshold must be finite numbers"
@@ -200,18 +205,21 @@ def train_probe(
     """Fit a class-weighted logistic regression on labelled states (1 = route high).
 
     Raises:
-        ValueError: no states, mismatched lengths, or a single class.
+        ProbeTrainingError: no states, mismatched lengths, or a single class.
     """
     import torch
 
     if len(states) != len(labels) or not states:
         msg = f"train_probe needs as many labels as states (>0), got {len(states)} and {len(labels)}"
-        raise ValueError(msg)
+        raise ProbeTrainingError(msg)
     y = torch.tensor([int(v) for v in labels], dtype=torch.float64)
     positives = float(y.sum())
     if positives in (0.0, float(len(y))):
-        msg = "the labels hold one class only: label more steps (both outcomes are needed to learn a probe)"
-        raise ValueError(msg)
+        msg = (
+            f"the {len(y)} labelled steps hold one class only ({int(positives)} high): label more steps or games "
+            "(both outcomes are needed to learn a probe)"
+        )
+        raise ProbeTrainingError(msg)
     x = torch.tensor([probe_features(s) for s in states], dtype=torch.float64)
     mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
     z = (x - mean) / std

@@ -8,7 +8,8 @@ __all__ = ["router_from_spec"]
 
 _HELP = (
     "use 'high', 'low', 'random:<p_high>', 'learned:<checkpoint.pt>', 'learned:<checkpoint.pt>@<threshold>', "
-    "'entropy@<threshold>', 'margin@<threshold>', 'probe:<probe.json>[@<threshold>]', 'oracle-disagree' or 'oracle-kl@<threshold>'"
+    "'entropy@<threshold>', 'margin@<threshold>', 'probe:<probe.json>[@<threshold>]', "
+    "'oracle-disagree' or 'oracle-kl@<threshold>'"
 )
 
 

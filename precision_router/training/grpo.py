@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from precision_router.routing.base import Router
 from precision_router.routing.learned import LearnedRouter
 from precision_router.routing.network import RouterConfig, RouterNet, pad_sequences
 from precision_router.traces.schema import Episode
@@ -88,10 +89,17 @@ def episode_return(episode: Episode, lambda_high: float, lambda_step: float) -> 
     return float(bool(episode.success)) - lambda_high * episode.n_high - lambda_step * len(episode.steps)
 
 
-def group_advantages(returns: Sequence[float], eps: float = 1e-6) -> list[float]:
-    """Returns normalised within their group."""
-    mean = sum(returns) / len(returns)
-    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / len(returns))
+def group_advantages(returns: Sequence[float], eps: float = 1e-6, references: Sequence[float] = ()) -> list[float]:
+    """Returns normalised within their group.
+
+    With ``references`` (returns of reference policies on the same task, e.g. low-only and a
+    random policy), the mean and spread are taken over the group *and* the references, so a group
+    that only matches what low-only achieves gets no credit: the reference-guided advantage that
+    keeps GRPO from drifting to "route nothing high".
+    """
+    pool = [*returns, *references]
+    mean = sum(pool) / len(pool)
+    std = math.sqrt(sum((r - mean) ** 2 for r in pool) / len(pool))
     return [(r - mean) / (std + eps) for r in returns]
 
 
@@ -121,6 +129,7 @@ def train_grpo(
     progress: bool = True,
     embedding_cache: str | os.PathLike[str] | None = None,
     plots: bool = True,
+    references: Sequence[Router] = (),
 ) -> GRPOResult:
     """Refine a router with GRPO; writes ``out`` after every iteration.
 
@@ -136,6 +145,9 @@ def train_grpo(
         progress: show a progress bar.
         embedding_cache: file for cached step embeddings.
         plots: write the per-iteration curves next to ``out`` (``*-grpo.png``).
+        references: reference policies (e.g. ``AlwaysLow()``, ``RandomRouter(0.2, seed=0)``) played
+            once per task and iteration (``rollout(ref, task, iteration, -1 - k)``); their returns
+            join each group's baseline (:func:`group_advantages`) but are not trained on.
     """
     from tqdm.auto import tqdm
 
@@ -180,7 +192,11 @@ def train_grpo(
         for task in schedule[iteration]:
             episodes = [rollout(router, task, iteration, i) for i in range(config.group_size)]
             returns = [episode_return(e, config.lambda_high, config.lambda_step) for e in episodes]
-            groups.append((episodes, group_advantages(returns, config.eps)))
+            baseline = [
+                episode_return(rollout(ref, task, iteration, -1 - k), config.lambda_high, config.lambda_step)
+                for k, ref in enumerate(references)
+            ]
+            groups.append((episodes, group_advantages(returns, config.eps, baseline)))
         records, advantages = [], []
         for episodes, advs in groups:
             for episode, advantage in zip(episodes, advs, strict=True):
@@ -208,6 +224,7 @@ def train_grpo(
             "high_share": sum(e.n_high for e in all_episodes) / max(1, sum(len(e.steps) for e in all_episodes)),
             "return": sum(episode_return(e, config.lambda_high, config.lambda_step) for e in all_episodes)
             / len(all_episodes),
+            "rollouts": len(all_episodes) + len(references) * len(groups),
         }
         history.append(row)
         logger.info("GRPO iteration %d: %s", iteration + 1, row)

@@ -168,7 +168,9 @@ class AlfworldAgent:
                     raise TypeError(msg)
                 chat.ensure_loaded()  # type: ignore[attr-defined]
                 self.scorers[route] = ActionScorer(chat.hf_model, chat.tokenizer)  # type: ignore[attr-defined]
-        needs_scores = getattr(model.router, "needs_low_scores", False) or getattr(model.router, "needs_both_scores", False)
+        needs_scores = getattr(model.router, "needs_low_scores", False) or getattr(
+            model.router, "needs_both_scores", False
+        )
         if needs_scores and self.config.mode != "score":
             msg = f"the {model.router.name} router reads the low model's action scores: use mode='score'"
             raise ValueError(msg)

@@ -133,7 +133,9 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="ALFWorld data folder (default: $ALFWORLD_DATA)")
     parser.add_argument("--split", default="train", help="split whose walkthroughs are played")
     parser.add_argument("--games", type=int, default=None, help="number of games (default: all)")
-    parser.add_argument("--search-variants", type=int, default=1, help="search variants per game besides the walkthrough")
+    parser.add_argument(
+        "--search-variants", type=int, default=1, help="search variants per game besides the walkthrough"
+    )
     parser.add_argument("--max-detours", type=int, default=3, help="most receptacles searched before each object")
     parser.add_argument("--seed", type=int, default=0, help="game sample, detours, split, batch order, init")
     parser.add_argument("--base", default="smollm2-135m-instruct", help="base model (preset, folder or .gguf)")
@@ -221,6 +223,12 @@ def add_grpo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda-step", type=float, default=0.0)
     parser.add_argument("--beta", type=float, default=0.02)
     parser.add_argument("--lr", type=float, default=1e-6)
+    parser.add_argument(
+        "--references",
+        nargs="*",
+        default=[],
+        help="reference policies whose returns join each group's baseline (e.g. low random:0.2)",
+    )
 
 
 def train_grpo_command(args: argparse.Namespace) -> int:
@@ -239,6 +247,9 @@ def train_grpo_command(args: argparse.Namespace) -> int:
 
     def rollout(router, task, iteration, sample):  # type: ignore[no-untyped-def]
         run_key = f"grpo|{args.out.name}|it{iteration}|s{sample}"
+        if sample < 0:  # a reference policy; a fixed one plays each game the same way every iteration
+            fixed = router.name in ("low", "high")
+            run_key = f"grpo-ref|{router.name}" + ("" if fixed else f"|{args.out.name}|it{iteration}")
         if (run_key, task) in recorded:
             return recorded[(run_key, task)]
         agent = agents.get(id(router))
@@ -260,7 +271,12 @@ def train_grpo_command(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
     )
-    result = train_grpo(rollout, sorted(games), args.out, encoder=StepEncoder(), init=args.init, config=config)
+    from precision_router.routing.spec import router_from_spec
+
+    references = [router_from_spec(spec, seed=args.seed) for spec in args.references]
+    result = train_grpo(
+        rollout, sorted(games), args.out, encoder=StepEncoder(), init=args.init, config=config, references=references
+    )
     for env in envs:
         env.close()
     for row in result.history:
@@ -330,6 +346,73 @@ def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(split="train")
     parser.add_argument("--traces", type=Path, default=Path("runs/kl.jsonl"))
     parser.add_argument("--no-resume", action="store_true", help="replay games already in the trace file")
+
+
+def add_counterfactual_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``precision-router collect-counterfactual``."""
+    add_agent_arguments(parser)
+    parser.set_defaults(split="train")
+    parser.add_argument("--base", default="low", help="base policy the branches deviate from (low, random:P)")
+    parser.add_argument("--branches", type=int, default=6, help="steps branched per game (sampled; 0: every step)")
+    parser.add_argument("--window", type=int, default=1, help="consecutive steps each branch plays high")
+    parser.add_argument("--traces", type=Path, default=Path("runs/counterfactual.jsonl"))
+
+
+def collect_counterfactual(args: argparse.Namespace) -> int:
+    """Entry point of ``precision-router collect-counterfactual``: outcome-grounded step labels.
+
+    Per game: the base policy plays an episode; at sampled steps a branch replays it with that
+    step (or window) on the high model; the base episode is stored with each branched step's
+    ``info["counterfactual"]`` and every branch with ``info["branch_of"]``. Resumable: games whose
+    labelled base episode is in the trace file are skipped.
+    """
+    import random
+
+    from tqdm.auto import tqdm
+
+    from precision_router import JsonlTraceStore
+    from precision_router.routing.spec import router_from_spec
+    from precision_router.training.counterfactual import counterfactual_labels
+    from precision_router_alfworld.env import AlfworldEnv
+
+    if args.mode != "score":
+        print("collect-counterfactual needs --mode score (a deterministic agent)", file=sys.stderr)
+        return 2
+    games = resolve_games(args)
+    store = JsonlTraceStore(args.traces)
+    base = router_from_spec(args.base, seed=args.seed)
+    args.policy = f"cf-{args.base}-w{args.window}"
+    run = run_name(args)
+    done = {e.info.get("game") for e in store if e.info.get("run") == run}
+    pair = load_pair(args)
+    env = AlfworldEnv(games[0], max_steps=args.max_steps) if games else None
+    helped = labelled = 0
+    bar = tqdm([g for g in games if g.name not in done], desc="counterfactual", unit="game")
+    for game in bar:
+
+        def play(router, game=game):  # type: ignore[no-untyped-def]
+            agent = build_agent(args, router, None, pair=pair, score_both=True)
+            return agent.run_episode(env, conversation_id=f"cf|{game.name}", game=game)
+
+        def keep(branch, game=game):  # type: ignore[no-untyped-def]
+            branch.info.update(run=run + "|branch", branch_of=game.name)
+            store.append(branch)
+
+        first = play(base)
+        n = len(first.steps)
+        steps = (
+            range(n)
+            if args.branches <= 0
+            else sorted(random.Random(f"{args.seed}|{game.name}").sample(range(n), min(args.branches, n)))
+        )
+        episode, labels = counterfactual_labels(play, base, steps=steps, window=args.window, on_branch=keep)
+        episode.info.update(run=run)
+        store.append(episode)
+        helped += sum(label.delta_success > 0 for label in labels)
+        labelled += len(labels)
+        bar.set_postfix(helped=f"{helped}/{labelled}")
+    print(f"{labelled} steps labelled on {len(bar)} new games; going high helped on {helped}; traces: {args.traces}")
+    return 0
 
 
 def collect(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from precision_router_alfworld.agent import AgentConfig, AlfworldAgent
 from precision_router_alfworld.env import AlfworldEnv
@@ -21,8 +22,6 @@ from precision_router import AlwaysHigh, RoutedChatModel
 from precision_router.models.local import LocalChatModel
 from precision_router.models.scoring import _candidate_ids, _end_token_id
 from precision_router.testing import tiny_causal_lm, tiny_precision_pair, tiny_tokenizer
-
-import pytest
 
 PROMPT = PromptConfig(track_inventory=True, instructions=False)
 
@@ -80,9 +79,7 @@ def test_the_renderer_gives_exactly_the_agents_prompts(games, trajectories):
         assert rendered.input_ids[len(ids) : len(ids) + len(action_ids)] == action_ids
         assert rendered.labels[len(ids) : len(ids) + len(action_ids)] == action_ids
         assert all(label == IGNORE for label in rendered.labels[: len(ids)][-3:])
-    assert rendered.target_tokens == sum(
-        len(_candidate_ids(tokenizer, [a], end_id)[0]) for a, _ in trajectory.turns
-    )
+    assert rendered.target_tokens == sum(len(_candidate_ids(tokenizer, [a], end_id)[0]) for a, _ in trajectory.turns)
 
 
 def _chat(seed: int = 0) -> LocalChatModel:
@@ -111,7 +108,9 @@ def test_a_few_steps_lower_the_loss_and_resume_where_they_stopped(trajectories, 
 
     # the same run in two halves, the second resumed from state.pt, ends at the same weights
     halves = _chat()
-    finetune(trajectories, tmp_path / "halves", _config(), model=halves.hf_model, tokenizer=halves.tokenizer, max_steps=2)
+    finetune(
+        trajectories, tmp_path / "halves", _config(), model=halves.hf_model, tokenizer=halves.tokenizer, max_steps=2
+    )
     resumed = _chat()
     finetune(
         trajectories, tmp_path / "halves", _config(), model=resumed.hf_model, tokenizer=resumed.tokenizer, max_steps=4

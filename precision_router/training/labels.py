@@ -1,0 +1,79 @@
+"""Step labels from traces, for supervised routers: counterfactual, KL or disagreement.
+
+Each labelled step becomes ``(state, label)``: the routing state before the step (task, history
+and the signals the trace recorded, e.g. the low model's log-likelihoods) and 1 when the step
+should go high.
+
+- ``counterfactual``: going high at the step wins an episode the base policy lost
+  (``collect-counterfactual``);
+- ``kl``: the step's ``KL(pi_low || pi_high)`` is in the top ``1 - tau`` of the set (KL-ST's rule);
+- ``disagree``: the two precisions' most likely candidates differ (raw scores, before any agent
+  penalties).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from precision_router.errors import EmptyTraceSetError
+from precision_router.routing.base import RoutingState
+from precision_router.traces.schema import Episode
+
+__all__ = ["LabelSource", "labelled_states"]
+
+LabelSource = Literal["counterfactual", "kl", "disagree"]
+
+
+def labelled_states(
+    episodes: Sequence[Episode], by: LabelSource = "counterfactual", *, tau: float = 0.85
+) -> tuple[list[RoutingState], list[int]]:
+    """The labelled steps of ``episodes`` as routing states and 0/1 labels.
+
+    Raises:
+        EmptyTraceSetError: no step of ``episodes`` carries what ``by`` needs.
+        ValueError: an unknown label source.
+    """
+    from precision_router.evaluation.calibration import _recorded_state
+    from precision_router.training.counterfactual import label_of
+    from precision_router.training.data import episode_states
+    from precision_router.training.klst import kl_labels
+
+    if by not in ("counterfactual", "kl", "disagree"):
+        msg = f"unknown label source {by!r}; use counterfactual, kl or disagree"
+        raise ValueError(msg)
+    states: list[RoutingState] = []
+    labels: list[int] = []
+    kls: list[float] = []
+    for episode in episodes:
+        for record, step in zip(episode_states(episode), episode.steps, strict=True):
+            if by == "counterfactual":
+                label = label_of(step.info)
+            elif by == "kl":
+                label = 0 if step.kl is not None else None
+            else:
+                both = step.logprobs and "high" in step.logprobs and "low" in step.logprobs
+                label = None
+                if both:
+                    high, low = step.logprobs["high"], step.logprobs["low"]  # type: ignore[index]
+                    label = int(
+                        max(range(len(high)), key=high.__getitem__) != max(range(len(low)), key=low.__getitem__)
+                    )
+            if label is None:
+                continue
+            extras = dict(_recorded_state(step).extras)
+            states.append(RoutingState(record.state.task, record.state.history, record.state.conversation_id, extras))
+            labels.append(label)
+            if by == "kl":
+                kls.append(float(step.kl))  # type: ignore[arg-type]
+    if not states:
+        hint = {
+            "counterfactual": "collect them with `precision-router collect-counterfactual`",
+            "kl": "record both precisions with `precision-router collect-kl`",
+            "disagree": "record both precisions' scores with `precision-router collect-kl`",
+        }[by]
+        msg = f"no step of the {len(episodes)} episodes carries {by} labels: {hint}"
+        raise EmptyTraceSetError(msg)
+    if by == "kl":
+        labels = [int(v) for v in kl_labels(kls, tau)[0].tolist()]
+    return states, labels
