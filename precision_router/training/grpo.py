@@ -36,7 +36,7 @@ __all__ = ["GRPOConfig", "GRPOResult", "episode_return", "group_advantages", "tr
 
 logger = logging.getLogger(__name__)
 
-Rollout = Callable[[LearnedRouter, str, int, int], Episode]
+Rollout = Callable[[Router, str, int, int], Episode]
 """``rollout(router, task, iteration, sample) -> Episode``: play one episode of ``task`` with ``router``.
 
 ``(iteration, sample)`` identifies the rollout, so a rollout function that records its episodes can
