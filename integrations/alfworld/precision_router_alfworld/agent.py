@@ -193,7 +193,7 @@ class AlfworldAgent:
         extras: dict[str, Any] = {}
         scored: dict[str, list[float]] = {}
         router = self.tracker.router
-        wanted = ("low", "high") if getattr(router, "needs_both_scores", False) else ()
+        wanted: tuple[str, ...] = ("low", "high") if getattr(router, "needs_both_scores", False) else ()
         if not wanted and getattr(router, "needs_low_scores", False):
             wanted = ("low",)
         if wanted:

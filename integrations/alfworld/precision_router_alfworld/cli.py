@@ -1,4 +1,8 @@
-"""``precision-router alfworld run|generate``: the ALFWorld subcommands (registered by the main CLI)."""
+"""The ALFWorld subcommands of ``precision-router`` (``alfworld``, ``eval``, ``collect-kl``, ...).
+
+They reach the main CLI through the ``precision_router.commands`` entry-point group declared in
+this package's ``pyproject.toml``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+from precision_router.cli import Command
 
 __all__ = ["SETTINGS", "add_arguments", "build_agent", "run"]
 
@@ -630,3 +636,28 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"traces: {args.traces}")
     return 0
+
+
+# -- the subcommands this package registers with ``precision-router`` (entry-point group
+# ``precision_router.commands`` in pyproject.toml) ---------------------------------------------
+ALFWORLD_COMMAND = Command("run the routed ReAct agent on ALFWorld games", add_arguments, run)
+TRAIN_GRPO_COMMAND = Command(
+    "refine a router with GRPO on ALFWorld rollouts (from a KL-ST checkpoint, or fresh)",
+    add_grpo_arguments,
+    train_grpo_command,
+)
+COLLECT_KL_COMMAND = Command(
+    "roll out ALFWorld games with the high model acting and record both precisions' KL per step",
+    add_collect_arguments,
+    collect,
+)
+COLLECT_COUNTERFACTUAL_COMMAND = Command(
+    "label ALFWorld steps by what playing them on the high model changes (replayed branches)",
+    add_counterfactual_arguments,
+    collect_counterfactual,
+)
+EVAL_COMMAND = Command(
+    "run several routing policies on the same ALFWorld games; report S, c, GHC, PGR, CPT and the plot",
+    add_eval_arguments,
+    evaluate,
+)
