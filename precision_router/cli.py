@@ -120,13 +120,13 @@ def _add_calibrate(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from precision_router.evaluation.calibration import calibrate_policy, policy_scores
+    from precision_router.evaluation.calibration import calibrated, policy_scores
     from precision_router.routing.spec import router_from_spec
     from precision_router.traces.store import JsonlTraceStore
 
     episodes = [e for path in args.traces for e in JsonlTraceStore(path).read()]
-    router = router_from_spec(args.policy)
-    threshold = calibrate_policy(router, episodes, args.target_share)
+    router = calibrated(router_from_spec(args.policy), episodes, args.target_share)
+    threshold = router.threshold
     scores = policy_scores(router, episodes)
     share = sum(s >= threshold for s in scores) / len(scores)
     print(f"threshold {threshold:.6g}: routes {share:.3f} of {len(scores)} recorded steps high")

@@ -56,8 +56,7 @@ def router_from_spec(spec: str, *, seed: int = 0) -> Router:
         from precision_router.routing.learned import LearnedRouter
 
         path, _, threshold = arg.rpartition("@") if "@" in arg else (arg, "", "")
-        router = LearnedRouter.from_checkpoint(path, threshold=float(threshold) if threshold else 0.5)
-        router.name = f"learned:{path}" + (f"@{threshold}" if threshold else "")
-        return router
+        name = f"learned:{path}" + (f"@{threshold}" if threshold else "")
+        return LearnedRouter.from_checkpoint(path, threshold=float(threshold) if threshold else 0.5, name=name)
     msg = f"unknown policy {spec!r}; {_HELP}"
     raise ValueError(msg)

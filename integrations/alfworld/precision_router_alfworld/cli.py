@@ -248,7 +248,7 @@ def train_grpo_command(args: argparse.Namespace) -> int:
     store = JsonlTraceStore(args.traces)
     recorded = {(e.info.get("run"), e.info.get("game")): e for e in store}
     pair = load_pair(args)
-    agents: dict[int, object] = {}
+    agents: dict[int, tuple[object, object]] = {}
     envs: list[AlfworldEnv] = []
 
     def rollout(router, task, iteration, sample):  # type: ignore[no-untyped-def]
@@ -258,9 +258,10 @@ def train_grpo_command(args: argparse.Namespace) -> int:
             run_key = f"grpo-ref|{router.name}" + ("" if fixed else f"|{args.out.name}|it{iteration}")
         if (run_key, task) in recorded:
             return recorded[(run_key, task)]
-        agent = agents.get(id(router))
-        if agent is None:
-            agent = agents[id(router)] = build_agent(args, router, store, pair=pair)
+        cached = agents.get(id(router))  # the router is kept with its agent, so its id is never reused
+        if cached is None or cached[0] is not router:
+            cached = agents[id(router)] = (router, build_agent(args, router, store, pair=pair))
+        agent = cached[1]
         if not envs:
             envs.append(AlfworldEnv(games[task], max_steps=args.max_steps))
         return agent.run_episode(  # type: ignore[attr-defined]
@@ -297,8 +298,9 @@ def train_grpo_command(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router alfworld eval``: every policy on the same games, one report."""
     from precision_router import JsonlTraceStore
-    from precision_router.evaluation.calibration import calibrate_policy
+    from precision_router.evaluation.calibration import calibrated
     from precision_router.evaluation.report import PolicyResult, paired_table, plot_frontier, report_table
+    from precision_router.routing.base import Router
     from precision_router.routing.spec import router_from_spec
     from precision_router_alfworld.runner import run_games
 
@@ -310,6 +312,7 @@ def evaluate(args: argparse.Namespace) -> int:
     calibrated_on = file_digest(args.calibration_traces) if args.calibration_traces else None
     for spec in args.policies:
         label = spec
+        router: Router
         if spec.startswith("oracle-kl:"):  # the KL oracle at a share: its threshold set on the traces
             spec = f"calibrated:oracle-kl@0:{spec.removeprefix('oracle-kl:')}"
         if spec.startswith("calibrated:"):
@@ -317,8 +320,8 @@ def evaluate(args: argparse.Namespace) -> int:
             if calibration is None:
                 print("calibrated policies need --calibration-traces", file=sys.stderr)
                 return 2
-            router = router_from_spec(base, seed=args.seed)
-            threshold = calibrate_policy(router, calibration, float(share))
+            scored = calibrated(router_from_spec(base, seed=args.seed), calibration, float(share))
+            router, threshold = scored, scored.threshold
             logger.info("%s: threshold %.4g for a %s high share", spec, threshold, share)
             args.policy = policy_key(spec, router, calibrated_on)
             label = f"{spec} (t={threshold:.3g})"
