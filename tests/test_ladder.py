@@ -134,3 +134,12 @@ def test_a_middle_rung_escalates_to_the_top_rung_in_every_entry_point():
     assert result["messages"][-1].response_metadata["precision_router"]["escalated"] is True
     assert result["precision_router_routes"] == ["big"]
     assert chat.ladder.cost("mid") == 0.5
+
+
+def test_random_ladder_spec():
+    from precision_router.routing.spec import router_from_spec
+
+    router = router_from_spec("random-ladder:fp32=0.2,rtn-4bit=0.8", seed=3)
+    assert isinstance(router, RandomLadderRouter) and router.shares == {"fp32": 0.2, "rtn-4bit": 0.8}
+    with pytest.raises(ValueError, match="bad policy"):
+        router_from_spec("random-ladder:fp32=lots")

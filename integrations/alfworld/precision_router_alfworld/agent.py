@@ -25,8 +25,8 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import torch
 from langchain_core.messages import AIMessage
@@ -39,61 +39,12 @@ from precision_router.models.scoring import ActionScorer, action_log_probs, kl_d
 from precision_router.routing.base import scores_needed
 from precision_router.step import RoutedStep
 from precision_router.traces.schema import Episode
-from precision_router_alfworld.prompts import Example, PromptConfig, build_messages
+from precision_router_alfworld.prompts import Example, build_messages
+from precision_router_alfworld.settings import AgentConfig
 
 __all__ = ["AgentConfig", "AlfworldAgent"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    """How the agent acts.
-
-    Attributes:
-        mode: ``"score"`` (pick the likeliest admissible command) or ``"generate"`` (write it).
-        max_steps: step cap per episode (ReAct uses 50).
-        normalize: ``"sum"`` of token log-likelihoods per command, or their ``"mean"``.
-        repeat_penalty: nats subtracted from a command's score per time it was played in the
-            last ``repeat_window`` steps (loop avoidance); 0 disables.
-        repeat_window: how many recent steps the penalty looks at.
-        undo_penalty: nats subtracted from the command that would undo the previous one
-            (``move X to R`` right after ``take X from R``, ``close R`` after ``open R`` and
-            back); 0 disables.
-        calibration: contextual calibration: subtract this multiple of each command's score in a
-            neutral context (no task, no observations), which removes the model's prior
-            preference for some commands (short ``go to`` ones); 0 disables.
-        score_both: in ``score`` mode, score with both precisions at every step and record both
-            distributions and ``KL(pi_low || pi_high)`` in the trace (KL collection).
-        exclude: commands never offered as candidates: an entry removes the command equal to
-            it and every command that starts with it followed by a space, so ``"close"`` removes
-            all ``close ...`` commands and ``"look"`` removes ``look``.
-        prompt: prompt options (``restate_goal``; thoughts are on in ``generate`` mode).
-        max_new_tokens: ``generate`` mode: most tokens per command.
-        match_cutoff: ``generate`` mode: similarity (0-1) above which an inadmissible command is
-            mapped to the closest admissible one.
-    """
-
-    mode: Literal["score", "generate"] = "score"
-    max_steps: int = 30
-    normalize: Literal["sum", "mean"] = "sum"
-    repeat_penalty: float = 0.0
-    repeat_window: int = 4
-    undo_penalty: float = 0.0
-    calibration: float = 0.0
-    score_both: bool = False
-    exclude: tuple[str, ...] = ("help",)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    max_new_tokens: int = 24
-    match_cutoff: float = 0.6
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("score", "generate"):
-            msg = f"mode must be 'score' or 'generate', got {self.mode!r}"
-            raise ValueError(msg)
-        if self.max_steps < 1:
-            msg = f"max_steps must be positive, got {self.max_steps}"
-            raise ValueError(msg)
 
 
 _TAKE = re.compile(r"^take (.+) from (.+)$")
@@ -295,12 +246,12 @@ class AlfworldAgent:
         return action, pending
 
     def _penalized(self, scores: torch.Tensor, route: str, state: EpisodeState) -> torch.Tensor:
-        """The candidates' scores after the agent's own adjustments (calibration, undo and repeat penalties)."""
+        """The candidates' scores after the agent's own adjustments (contextual calibration, undo, repeats)."""
         candidates = self._candidates(state)
         chosen = scores.clone()
         recent = [a for a, _ in state.get("turns", [])[-self.config.repeat_window :]]
-        if self.config.calibration:
-            chosen -= self.config.calibration * self._neutral_scores(route, candidates)
+        if self.config.contextual_calibration:
+            chosen -= self.config.contextual_calibration * self._neutral_scores(route, candidates)
         if self.config.undo_penalty and recent:
             undo = inverse_command(recent[-1])
             for i, command in enumerate(candidates):
