@@ -52,12 +52,12 @@ def _keyed(method: F) -> F:
 
 
 class RoutedChatModel(LadderEntryPoint, BaseChatModel):
-    """A chat model that sends each call to ``high`` or ``low`` (or one rung of a ladder) as ``router`` decides.
+    """A chat model that sends each call to ``high`` or ``low`` (or a ladder's rung) as ``router`` decides.
 
     Drop it in wherever a chat model goes (``create_agent(model=...)``, a LangGraph node, a
     chain). Before every call the router sees the conversation so far; the chosen model
-    answers; the reply carries ``response_metadata["precision_router"] = {"route", "p_high",
-    "policy", "router_version", "latency_ms", "escalated", "model"}`` and the chosen model's
+    answers; the reply carries ``response_metadata["precision_router"] = {"route", "rung", "cost",
+    "p_high", "policy", "router_version", "latency_ms", "escalated", "model"}`` and the chosen model's
     ``usage_metadata``. Tools bound with :meth:`bind_tools` are forwarded to whichever model is
     chosen. Conversations are keyed by the run config's ``thread_id`` (LangGraph) or
     ``session_id``; each has its own routing state and open trace episode, closed by

@@ -81,7 +81,9 @@ class PrecisionRoutingMiddleware(LadderEntryPoint, AgentMiddleware[PrecisionRout
     are closed by :meth:`end_episode` (or at the end of every run with
     ``end_episode_after_run=True``).
 
-    Pass ``high`` as the agent's model: the middleware replaces it on every call.
+    Pass ``high`` as the agent's model: the middleware replaces it on every call. For more than
+    two precisions, build it with :meth:`from_ladder` (models by rung, highest first, and their
+    costs); the routes list in the thread's state then holds rung names.
 
     Order with LangChain's built-in middleware (``middleware=[...]`` runs first = outermost):
 
@@ -119,6 +121,9 @@ class PrecisionRoutingMiddleware(LadderEntryPoint, AgentMiddleware[PrecisionRout
         output_validator: extra check of a low reply: return a reason to escalate, or ``None``.
         end_episode_after_run: close (and write) the thread's episode at the end of every run,
             with ``success=None``; off by default, as a thread may span several runs.
+        rungs: route over these models by rung name, highest precision first, instead of
+            ``(high, low)`` (prefer :meth:`from_ladder`).
+        costs: with ``rungs``, each rung's cost relative to the top one (default: linear 1 to 0).
 
     Example:
         .. code-block:: python

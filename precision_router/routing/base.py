@@ -14,6 +14,7 @@ __all__ = [
     "ROUTES",
     "AlwaysHigh",
     "AlwaysLow",
+    "RandomLadderRouter",
     "RandomRouter",
     "Route",
     "RouteDecision",
@@ -202,8 +203,51 @@ class AlwaysLow:
         return RouteDecision("low", 0.0)
 
 
-class RandomRouter:
-    """Route each step high with probability ``p_high``.
+class RandomLadderRouter:
+    """Route each step to a rung drawn with fixed probabilities (the K-precision random baseline).
+
+    With a ``seed`` a step's draw is a pure function of ``(seed, conversation_id, step_index)``,
+    as for :class:`~precision_router.RandomRouter`.
+
+    Args:
+        shares: probability of each rung, by rung name (highest precision first); they must sum to 1.
+        seed: makes the draws reproducible; ``None`` draws from a private RNG.
+    """
+
+    version: str | None = None
+
+    def __init__(self, shares: Mapping[str, float], seed: int | None = None) -> None:
+        total = sum(shares.values())
+        if not shares or any(not 0 <= p <= 1 for p in shares.values()) or not math.isclose(total, 1.0, abs_tol=1e-9):
+            msg = f"shares must be probabilities per rung that sum to 1, got {dict(shares)}"
+            raise ValueError(msg)
+        self.shares = {str(k): float(v) for k, v in shares.items()}
+        self.seed = seed
+        self.name = "random-ladder:" + ",".join(f"{k}={v:g}" for k, v in self.shares.items())
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RandomLadderRouter({self.shares}, seed={self.seed})"
+
+    def decide(self, state: RoutingState) -> RouteDecision:
+        """A rung drawn by ``shares``; ``p_high`` is the first rung's share."""
+        if self.seed is None:
+            with self._lock:
+                u = self._rng.random()
+        else:
+            u = keyed_uniform(self.seed, state.conversation_id, state.step_index)
+        names = list(self.shares)
+        cumulative = 0.0
+        for name in names:
+            cumulative += self.shares[name]
+            if u < cumulative:
+                break
+        return RouteDecision(name, self.shares[names[0]])
+
+
+class RandomRouter(RandomLadderRouter):
+    """Route each step high with probability ``p_high`` (the two-rung :class:`RandomLadderRouter`).
 
     With a ``seed``, the draw for a step is a pure function of ``(seed, conversation_id,
     step_index)``: the same conversation gets the same routes however many run at once, which
@@ -214,27 +258,13 @@ class RandomRouter:
         seed: makes the draws reproducible; ``None`` draws from a private RNG.
     """
 
-    version: str | None = None
-
     def __init__(self, p_high: float, seed: int | None = None) -> None:
         if not 0.0 <= p_high <= 1.0 or math.isnan(p_high):
             msg = f"p_high must be within [0, 1], got {p_high}"
             raise ValueError(msg)
+        super().__init__({"high": float(p_high), "low": 1.0 - float(p_high)}, seed)
         self.p_high = float(p_high)
-        self.seed = seed
         self.name = f"random:{self.p_high:g}"
-        self._rng = random.Random()
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RandomRouter(p_high={self.p_high}, seed={self.seed})"
-
-    def _uniform(self, state: RoutingState) -> float:
-        if self.seed is None:
-            with self._lock:
-                return self._rng.random()
-        return keyed_uniform(self.seed, state.conversation_id, state.step_index)
-
-    def decide(self, state: RoutingState) -> RouteDecision:
-        """``"high"`` with probability ``p_high``."""
-        return RouteDecision("high" if self._uniform(state) < self.p_high else "low", self.p_high)

@@ -9,12 +9,10 @@ the steps relative to the top rung.
 from __future__ import annotations
 
 import math
-import random
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from precision_router.routing.base import RouteDecision, RoutingState, keyed_uniform
+from precision_router.routing.base import RandomLadderRouter
 
 __all__ = ["TWO_RUNGS", "PrecisionLadder", "RandomLadderRouter"]
 
@@ -90,46 +88,3 @@ class PrecisionLadder:
 
 TWO_RUNGS = PrecisionLadder(("high", "low"))
 """The two-precision ladder: ``high`` costs 1, ``low`` costs 0."""
-
-
-class RandomLadderRouter:
-    """Route each step to a rung drawn with fixed probabilities (the K-precision random baseline).
-
-    With a ``seed`` a step's draw is a pure function of ``(seed, conversation_id, step_index)``,
-    as for :class:`~precision_router.RandomRouter`.
-
-    Args:
-        shares: probability of each rung, by rung name (highest precision first); they must sum to 1.
-        seed: makes the draws reproducible; ``None`` draws from a private RNG.
-    """
-
-    version: str | None = None
-
-    def __init__(self, shares: Mapping[str, float], seed: int | None = None) -> None:
-        total = sum(shares.values())
-        if not shares or any(not 0 <= p <= 1 for p in shares.values()) or not math.isclose(total, 1.0, abs_tol=1e-9):
-            msg = f"shares must be probabilities per rung that sum to 1, got {dict(shares)}"
-            raise ValueError(msg)
-        self.shares = {str(k): float(v) for k, v in shares.items()}
-        self.seed = seed
-        self.name = "random-ladder:" + ",".join(f"{k}={v:g}" for k, v in self.shares.items())
-        self._rng = random.Random()
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"RandomLadderRouter({self.shares}, seed={self.seed})"
-
-    def decide(self, state: RoutingState) -> RouteDecision:
-        """A rung drawn by ``shares``; ``p_high`` is the first rung's share."""
-        if self.seed is None:
-            with self._lock:
-                u = self._rng.random()
-        else:
-            u = keyed_uniform(self.seed, state.conversation_id, state.step_index)
-        names = list(self.shares)
-        cumulative = 0.0
-        for name in names:
-            cumulative += self.shares[name]
-            if u < cumulative:
-                break
-        return RouteDecision(name, self.shares[names[0]])
