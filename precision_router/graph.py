@@ -264,7 +264,10 @@ def route_edge(
         route = state.get("route")
         if route in targets:
             return targets[route]
-        msg = f"state['route'] is {route!r}: put the router node (RouterNode) before this edge"
+        msg = (
+            f"state['route'] is {route!r}, which names no node: put the router node (RouterNode) before "
+            "this edge, and on a ladder map every rung (route_edge(nodes={rung: node}))"
+        )
         raise ValueError(msg)
 
     edge.__name__ = "route_edge"
