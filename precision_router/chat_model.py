@@ -241,22 +241,15 @@ class RoutedChatModel(LadderEntryPoint, BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         step = self._begin(messages, kwargs)
         config = self._child_config(run_manager)
-        buffer = _buffers(step)
-        chunks: list[AIMessageChunk] = []
-        for chunk in step.model.stream(messages, config, stop=stop, **kwargs):
-            chunks.append(chunk)
-            if not buffer:
-                yield _emit(chunk, run_manager)
-        escalation = step.escalation(_merge(chunks))
-        if escalation:
-            chunks = []
-            for chunk in step.escalate_to.stream(messages, config, stop=stop, **kwargs):
-                chunks.append(chunk)
-                yield _emit(chunk, run_manager)
-        elif buffer:
-            for chunk in chunks:
-                yield _emit(chunk, run_manager)
-        yield _last_chunk(step.finish(_merge(chunks), escalation))
+        relay, model = _Relay(step), step.model
+        while model is not None:
+            for chunk in model.stream(messages, config, stop=stop, **kwargs):
+                for out in relay.take(chunk):
+                    yield _emit(out, run_manager)
+            model = relay.next_model()
+        for out in relay.held():
+            yield _emit(out, run_manager)
+        yield relay.last()
 
     # -- async -------------------------------------------------------------------------------
     async def _agenerate(
@@ -280,30 +273,57 @@ class RoutedChatModel(LadderEntryPoint, BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         step = self._begin(messages, kwargs)
         config = self._child_config(run_manager)
-        buffer = _buffers(step)
-        chunks: list[AIMessageChunk] = []
-        async for chunk in step.model.astream(messages, config, stop=stop, **kwargs):
-            chunks.append(chunk)
-            if not buffer:
-                yield await _aemit(chunk, run_manager)
-        escalation = step.escalation(_merge(chunks))
-        if escalation:
-            chunks = []
-            async for chunk in step.escalate_to.astream(messages, config, stop=stop, **kwargs):
-                chunks.append(chunk)
-                yield await _aemit(chunk, run_manager)
-        elif buffer:
-            for chunk in chunks:
-                yield await _aemit(chunk, run_manager)
-        yield _last_chunk(step.finish(_merge(chunks), escalation))
+        relay, model = _Relay(step), step.model
+        while model is not None:
+            async for chunk in model.astream(messages, config, stop=stop, **kwargs):
+                for out in relay.take(chunk):
+                    yield await _aemit(out, run_manager)
+            model = relay.next_model()
+        for out in relay.held():
+            yield await _aemit(out, run_manager)
+        yield relay.last()
 
 
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _buffers(step: RoutedStep) -> bool:
-    """Whether a streamed reply is held back until it is known not to escalate."""
-    return step.escalates and bool(step.tool_names or step.output_validator)
+class _Relay:
+    """The routed step of a stream: which chunks go out when, and the escalation between two streams.
+
+    A reply that might escalate (tools bound, or a validator) is held back until it is complete
+    and known to be usable; an escalated step streams the top rung's reply instead.
+    """
+
+    def __init__(self, step: RoutedStep) -> None:
+        self.step = step
+        self.hold = step.escalates and bool(step.tool_names or step.output_validator)
+        self.chunks: list[AIMessageChunk] = []
+        self.escalation: str | None = None
+        self.first = True
+
+    def take(self, chunk: AIMessageChunk) -> list[AIMessageChunk]:
+        """Record ``chunk``; the chunks to send now."""
+        self.chunks.append(chunk)
+        return [] if self.hold and self.first else [chunk]
+
+    def next_model(self) -> Any:
+        """After a stream: the model to stream from next (the top rung when escalating), else ``None``."""
+        if not self.first:
+            return None
+        self.first = False
+        self.escalation = self.step.escalation(_merge(self.chunks))
+        if self.escalation:
+            self.chunks = []
+            return self.step.escalate_to
+        return None
+
+    def held(self) -> list[AIMessageChunk]:
+        """The held-back chunks of a reply that turned out usable (to send before :meth:`last`)."""
+        return self.chunks if self.hold and not self.escalation else []
+
+    def last(self) -> ChatGenerationChunk:
+        """The closing chunk: the step recorded, its metadata attached."""
+        return _last_chunk(self.step.finish(_merge(self.chunks), self.escalation))
 
 
 def _result(message: AIMessage, meta: dict[str, Any]) -> ChatResult:
