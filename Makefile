@@ -39,7 +39,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff format --check precision_router integrations tests examples benchmarks
 	$(BIN)/ruff check precision_router integrations tests examples benchmarks
-	$(BIN)/mypy
+	$(BIN)/mypy  # the core and integrations/alfworld (pyproject: [tool.mypy] files)
 
 format: $(STAMP)
 	$(BIN)/ruff format precision_router integrations tests examples benchmarks

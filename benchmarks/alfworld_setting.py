@@ -17,7 +17,8 @@ import logging
 import platform
 from pathlib import Path
 
-from precision_router_alfworld.cli import add_agent_arguments, build_agent, load_pair, resolve_games, run_name
+from precision_router_alfworld.cli import add_agent_arguments
+from precision_router_alfworld.factory import build_agent, load_pair, resolve_games, run_name
 from precision_router_alfworld.runner import progress_measures, run_games
 
 from precision_router import JsonlTraceStore
@@ -46,9 +47,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     store = JsonlTraceStore(args.runs_dir / f"{args.label}.jsonl")
     rows = []
     for policy in args.policies:
-        args.policy = policy
         agent = build_agent(args, router_from_spec(policy, seed=args.seed), store, pair=pair)
-        result = run_games(agent, games, run=run_name(args))
+        result = run_games(agent, games, run=run_name(args, policy))
         m = result.metrics
         rows.append({"policy": policy, **m.as_dict(), **progress_measures(result.episodes)})
         print(result.summary_line(), flush=True)
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"{' of ' + ', '.join(args.task_types) if args.task_types else ''} from {args.data or 'generated'}, "
         f"max {args.max_steps} steps, fewshot {args.fewshot}, normalize {args.normalize}, "
         f"repeat penalty {args.repeat_penalty} (window {args.repeat_window}), undo penalty {args.undo_penalty}, "
-        f"restate goal {args.restate_goal}, track inventory {args.track_inventory}, calibration {args.calibration}, "
+        f"restate goal {args.restate_goal}, track inventory {args.track_inventory}, "
+        f"contextual calibration {args.contextual_calibration}, "
         f"excluded commands {' '.join(args.exclude)}, "
         f"seed {args.seed}"
     )

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from precision_router_alfworld.cli import SETTINGS
+from precision_router_alfworld.settings import SETTINGS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "alfworld"
 

@@ -15,8 +15,10 @@ import logging
 import os
 from pathlib import Path
 
-from precision_router_alfworld.cli import SETTINGS, add_agent_arguments, build_agent, resolve_games
+from precision_router_alfworld.cli import add_agent_arguments
+from precision_router_alfworld.factory import build_agent, resolve_games
 from precision_router_alfworld.runner import progress_measures, run_games
+from precision_router_alfworld.settings import SETTINGS
 
 from precision_router import JsonlTraceStore, RandomRouter
 

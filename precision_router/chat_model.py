@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -23,17 +22,13 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, model_validator
 
-from precision_router.conversation import (
-    ConversationTracker,
-    conversation_id_from_config,
-    display_name,
-    split_conversation,
-)
-from precision_router.routing.base import RouteDecision, Router
-from precision_router.traces.schema import Episode
-from precision_router.traces.store import TraceStore
+from precision_router.conversation import ConversationTracker, conversation_id_from_config
+from precision_router.escalation import bound_tool_names, escalation_reason, output_problem
+from precision_router.routing.ladder import TWO_RUNGS, PrecisionLadder
+from precision_router.step import LadderEntryPoint, RoutedStep, check_routing_setup
 
 __all__ = ["RoutedChatModel", "bound_tool_names", "check_routing_setup", "escalation_reason", "output_problem"]
+# the escalation rule and the setup check live in `escalation` and `step`; kept importable from here
 
 logger = logging.getLogger(__name__)
 
@@ -41,104 +36,28 @@ _CONVERSATION_KWARG = "conversation_id"
 _CHILD_TAGS = ["nostream", "precision_router:delegate"]
 
 
-def output_problem(message: AIMessage, tool_names: Sequence[str] = (), tool_choice: Any = None) -> str | None:
-    """Why ``message`` cannot be used as an agent step, or ``None`` if it can.
-
-    Problems: a tool call that did not parse, a call to a tool that was not bound, or no call
-    at all when ``tool_choice`` required one.
-    """
-    if message.invalid_tool_calls:
-        bad = message.invalid_tool_calls[0]
-        return f"invalid tool call {bad.get('name')!r}: {bad.get('error')}"
-    if tool_names:
-        unknown = [c["name"] for c in message.tool_calls if c["name"] not in tool_names]
-        if unknown:
-            return f"call to unknown tool {unknown[0]!r}"
-    required = tool_choice not in (None, "auto", "none", False)
-    if required and not message.tool_calls:
-        return "no tool call although tool_choice required one"
-    return None
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def escalation_reason(
-    message: AIMessage,
-    tool_names: Sequence[str] = (),
-    tool_choice: Any = None,
-    output_validator: Callable[[AIMessage], str | None] | None = None,
-) -> str | None:
-    """Why a low-precision reply must be retried on the high model, or ``None`` to keep it.
+def _keyed(method: F) -> F:
+    """``method`` (invoke, ainvoke, stream, astream) with the conversation key taken from its run config."""
 
-    The one escalation rule of every entry point: :func:`output_problem`, then the user's
-    ``output_validator``.
-    """
-    reason = output_problem(message, tool_names, tool_choice)
-    if reason is None and output_validator is not None:
-        reason = output_validator(message)
-    return reason or None
+    @functools.wraps(method)
+    def keyed(self: Any, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        config = ensure_config(config)
+        kwargs.setdefault(_CONVERSATION_KWARG, conversation_id_from_config(config))
+        return method(self, input, config, **kwargs)
+
+    return cast(F, keyed)
 
 
-def bound_tool_names(tools: Sequence[Any]) -> list[str]:
-    """Names of the client-side tools in ``tools`` (``BaseTool``, functions, schemas, OpenAI dicts).
-
-    Returns an empty list, which turns the unknown-tool check of :func:`output_problem` off,
-    when a tool has no client-side name (a provider built-in tool such as web search).
-    """
-    names = []
-    for tool in tools:
-        if isinstance(tool, BaseTool):
-            names.append(tool.name)
-            continue
-        try:
-            names.append(convert_to_openai_tool(tool)["function"]["name"])
-        except (KeyError, TypeError, ValueError):
-            return []
-    return names
-
-
-def check_routing_setup(high: Any, low: Any, router: Any, trace_store: Any = None) -> None:
-    """Refuse a router, trace store or model pair that cannot work together.
-
-    Raises:
-        TypeError: ``router`` is not a :class:`~precision_router.routing.Router` or
-            ``trace_store`` is not a :class:`~precision_router.traces.TraceStore`.
-        TokenizerMismatchError: ``high`` and ``low`` are local models with different tokenizers.
-    """
-    if not isinstance(router, Router):
-        msg = f"router must have a name and decide(state) -> RouteDecision, got {type(router).__name__}"
-        raise TypeError(msg)
-    if trace_store is not None and not isinstance(trace_store, TraceStore):
-        msg = f"trace_store must be a TraceStore (e.g. JsonlTraceStore), got {type(trace_store).__name__}"
-        raise TypeError(msg)
-    high_tok, low_tok = getattr(high, "tokenizer", None), getattr(low, "tokenizer", None)
-    if high_tok is not None and low_tok is not None:
-        from precision_router.models.pair import check_same_tokenizer
-
-        check_same_tokenizer(high_tok, low_tok, getattr(high, "hf_model", None), getattr(low, "hf_model", None))
-
-
-@dataclass
-class _Call:
-    """One routed call in flight."""
-
-    conversation_id: str
-    decision: RouteDecision
-    task: str
-    observation: str
-    model: Any
-    high: Any
-    tool_names: list[str]
-    tool_choice: Any
-    kwargs: dict[str, Any]
-    started: float = field(default_factory=time.perf_counter)
-
-
-class RoutedChatModel(BaseChatModel):
-    """A chat model that sends each call to ``high`` or ``low`` as ``router`` decides.
+class RoutedChatModel(LadderEntryPoint, BaseChatModel):
+    """A chat model that sends each call to ``high`` or ``low`` (or a ladder's rung) as ``router`` decides.
 
     Drop it in wherever a chat model goes (``create_agent(model=...)``, a LangGraph node, a
     chain). Before every call the router sees the conversation so far; the chosen model
-    answers; the reply carries ``response_metadata["precision_router"] = {"route", "p_high",
-    "policy", "router_version", "latency_ms", "escalated", "model"}`` and the chosen model's
+    answers; the reply carries ``response_metadata["precision_router"] = {"route", "rung", "cost",
+    "p_high", "policy", "router_version", "latency_ms", "escalated", "model"}`` and the chosen model's
     ``usage_metadata``. Tools bound with :meth:`bind_tools` are forwarded to whichever model is
     chosen. Conversations are keyed by the run config's ``thread_id`` (LangGraph) or
     ``session_id``; each has its own routing state and open trace episode, closed by
@@ -147,6 +66,11 @@ class RoutedChatModel(BaseChatModel):
     When the low model's reply cannot be used (a tool call that does not parse, an unknown
     tool, or ``output_validator`` returns a reason), the step is retried on ``high`` when
     ``escalate_on_parse_error`` is on; the metadata and the trace say so.
+
+    More than two precisions: :meth:`from_ladder` takes an ordered ladder of models (highest
+    precision first) and a cost per rung; the router returns a rung's name (``"high"`` and
+    ``"low"`` still name the top and the bottom rung), the metadata and the trace record the
+    rung and its cost, and unusable replies escalate to the top rung.
 
     Example:
         .. code-block:: python
@@ -178,8 +102,14 @@ class RoutedChatModel(BaseChatModel):
     Off by default: a routed call is one chat-model run whose metadata names the model that answered."""
     model_name: str = Field(default="precision-router", validation_alias=AliasChoices("model_name", "model"))
     """Name reported to LangSmith."""
+    rungs: dict[str, BaseChatModel] | None = None
+    """A precision ladder's models by rung name, highest precision first (see :meth:`from_ladder`);
+    ``None``: the two rungs ``high`` and ``low``."""
+    costs: dict[str, float] | None = None
+    """Each rung's cost (relative to the top rung); default: linear from 1 (top) to 0 (bottom)."""
 
     _tracker: ConversationTracker = PrivateAttr()
+    _models: list[BaseChatModel] = PrivateAttr()
 
     def __init__(self, high: Any = None, low: Any = None, router: Any = None, /, **data: Any) -> None:
         for key, value in (("high", high), ("low", low), ("router", router)):
@@ -189,30 +119,27 @@ class RoutedChatModel(BaseChatModel):
 
     @model_validator(mode="after")
     def _check(self) -> RoutedChatModel:
-        check_routing_setup(self.high, self.low, self.router, self.trace_store)
+        models = list(self.rungs.values()) if self.rungs else [self.high, self.low]
+        for model in models[1:]:
+            check_routing_setup(models[0], model, self.router, self.trace_store)
         return self
 
     def model_post_init(self, context: Any, /) -> None:
-        """Create the conversation tracker."""
+        """Create the conversation tracker over the ladder."""
         super().model_post_init(context)
-        self._tracker = ConversationTracker(self.router, self.trace_store)
+        if self.rungs:
+            ladder = PrecisionLadder(list(self.rungs), self.costs)
+            self._models = list(self.rungs.values())
+        else:
+            ladder = PrecisionLadder(TWO_RUNGS.names, self.costs) if self.costs else TWO_RUNGS
+            self._models = [self.high, self.low]
+        self._tracker = ConversationTracker(self.router, self.trace_store, ladder)
 
     # -- public API --------------------------------------------------------------------------
     @property
-    def tracker(self) -> ConversationTracker:
-        """The per-conversation routing state and episode recorder."""
-        return self._tracker
-
-    def end_episode(
-        self,
-        thread_id: str = "default",
-        *,
-        success: bool | None = None,
-        reward: float | None = None,
-        info: dict[str, Any] | None = None,
-    ) -> Episode | None:
-        """Close the conversation's episode, write it to ``trace_store`` and return it."""
-        return self._tracker.end_episode(thread_id, success=success, reward=reward, info=info)
+    def models(self) -> list[BaseChatModel]:
+        """The models by rung, highest precision first."""
+        return list(self._models)
 
     def bind_tools(
         self,
@@ -228,57 +155,10 @@ class RoutedChatModel(BaseChatModel):
         return self.bind(tools=formatted, **kwargs)
 
     # -- conversation key: taken from the run config on the way in ----------------------------
-    def invoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        """Invoke with the conversation key taken from ``config``."""
-        config = ensure_config(config)
-        kwargs.setdefault(_CONVERSATION_KWARG, conversation_id_from_config(config))
-        return super().invoke(input, config, stop=stop, **kwargs)
-
-    async def ainvoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        """Async :meth:`invoke`."""
-        config = ensure_config(config)
-        kwargs.setdefault(_CONVERSATION_KWARG, conversation_id_from_config(config))
-        return await super().ainvoke(input, config, stop=stop, **kwargs)
-
-    def stream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Iterator[AIMessageChunk]:
-        """Stream with the conversation key taken from ``config``."""
-        config = ensure_config(config)
-        kwargs.setdefault(_CONVERSATION_KWARG, conversation_id_from_config(config))
-        return super().stream(input, config, stop=stop, **kwargs)
-
-    def astream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[AIMessageChunk]:
-        """Async :meth:`stream`."""
-        config = ensure_config(config)
-        kwargs.setdefault(_CONVERSATION_KWARG, conversation_id_from_config(config))
-        return super().astream(input, config, stop=stop, **kwargs)
+    invoke = _keyed(BaseChatModel.invoke)
+    ainvoke = _keyed(BaseChatModel.ainvoke)
+    stream = _keyed(BaseChatModel.stream)
+    astream = _keyed(BaseChatModel.astream)
 
     # -- LangChain plumbing ------------------------------------------------------------------
     @property
@@ -298,49 +178,24 @@ class RoutedChatModel(BaseChatModel):
         return params
 
     # -- routing -----------------------------------------------------------------------------
-    def _begin(self, messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> _Call:
+    def _begin(self, messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> RoutedStep:
+        """Route the call (``kwargs`` loses the routing keys; what is left goes to the model)."""
         conversation_id = str(kwargs.pop(_CONVERSATION_KWARG, None) or conversation_id_from_config(ensure_config()))
         tools = kwargs.pop("tools", None) or []
         tool_choice = kwargs.pop("tool_choice", None)
-        task, history, observation = split_conversation(messages)
-        decision = self._tracker.decide(conversation_id, task, history)
-        high: Runnable[Any, Any] = self.high
-        low: Runnable[Any, Any] = self.low
+        models: list[Any] = self._models
         if tools:
             choice = {"tool_choice": tool_choice} if tool_choice is not None else {}
-            high = self.high.bind_tools(tools, **choice)
-            low = self.low.bind_tools(tools, **choice)
-        return _Call(
-            conversation_id=conversation_id,
-            decision=decision,
-            task=task,
-            observation=observation,
-            model=high if decision.route == "high" else low,
-            high=high,
+            models = [model.bind_tools(tools, **choice) for model in models]
+        return RoutedStep.begin(
+            self._tracker,
+            conversation_id,
+            messages,
+            models,
+            escalate=self.escalate_on_parse_error,
             tool_names=bound_tool_names(tools),
             tool_choice=tool_choice,
-            kwargs=kwargs,
-        )
-
-    def _problem(self, call: _Call, message: AIMessage) -> str | None:
-        if call.decision.route != "low" or not self.escalate_on_parse_error:
-            return None
-        reason = escalation_reason(message, call.tool_names, call.tool_choice, self.output_validator)
-        if reason:
-            logger.info("escalating step of %s to high: %s", call.conversation_id, reason)
-        return reason
-
-    def _finish(self, call: _Call, message: AIMessage, escalation: str | None) -> dict[str, Any]:
-        """Record the step and return the ``precision_router`` metadata for the reply."""
-        return self._tracker.record_reply(
-            call.conversation_id,
-            call.decision,
-            message,
-            task=call.task,
-            observation=call.observation,
-            model=display_name(self.high if escalation or call.decision.route == "high" else self.low),
-            latency_ms=(time.perf_counter() - call.started) * 1000,
-            escalation=escalation,
+            output_validator=self.output_validator,
         )
 
     def _child_config(
@@ -372,13 +227,10 @@ class RoutedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = self._begin(messages, kwargs)
+        step = self._begin(messages, kwargs)
         config = self._child_config(run_manager)
-        message = call.model.invoke(messages, config, stop=stop, **call.kwargs)
-        escalation = self._problem(call, message)
-        if escalation:
-            message = call.high.invoke(messages, config, stop=stop, **call.kwargs)
-        return _result(message, self._finish(call, message, escalation))
+        message, meta = step.run(lambda model: model.invoke(messages, config, stop=stop, **kwargs))
+        return _result(message, meta)
 
     def _stream(
         self,
@@ -387,28 +239,17 @@ class RoutedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        call = self._begin(messages, kwargs)
+        step = self._begin(messages, kwargs)
         config = self._child_config(run_manager)
-        buffer = (
-            call.decision.route == "low"
-            and self.escalate_on_parse_error
-            and bool(call.tool_names or self.output_validator)
-        )
-        chunks: list[AIMessageChunk] = []
-        for chunk in call.model.stream(messages, config, stop=stop, **call.kwargs):
-            chunks.append(chunk)
-            if not buffer:
-                yield _emit(chunk, run_manager)
-        escalation = self._problem(call, _merge(chunks))
-        if escalation:
-            chunks = []
-            for chunk in call.high.stream(messages, config, stop=stop, **call.kwargs):
-                chunks.append(chunk)
-                yield _emit(chunk, run_manager)
-        elif buffer:
-            for chunk in chunks:
-                yield _emit(chunk, run_manager)
-        yield _last_chunk(self._finish(call, _merge(chunks), escalation))
+        relay, model = _Relay(step), step.model
+        while model is not None:
+            for chunk in model.stream(messages, config, stop=stop, **kwargs):
+                for out in relay.take(chunk):
+                    yield _emit(out, run_manager)
+            model = relay.next_model()
+        for out in relay.held():
+            yield _emit(out, run_manager)
+        yield relay.last()
 
     # -- async -------------------------------------------------------------------------------
     async def _agenerate(
@@ -418,13 +259,10 @@ class RoutedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = self._begin(messages, kwargs)
+        step = self._begin(messages, kwargs)
         config = self._child_config(run_manager)
-        message = await call.model.ainvoke(messages, config, stop=stop, **call.kwargs)
-        escalation = self._problem(call, message)
-        if escalation:
-            message = await call.high.ainvoke(messages, config, stop=stop, **call.kwargs)
-        return _result(message, self._finish(call, message, escalation))
+        message, meta = await step.arun(lambda model: model.ainvoke(messages, config, stop=stop, **kwargs))
+        return _result(message, meta)
 
     async def _astream(
         self,
@@ -433,31 +271,59 @@ class RoutedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        call = self._begin(messages, kwargs)
+        step = self._begin(messages, kwargs)
         config = self._child_config(run_manager)
-        buffer = (
-            call.decision.route == "low"
-            and self.escalate_on_parse_error
-            and bool(call.tool_names or self.output_validator)
-        )
-        chunks: list[AIMessageChunk] = []
-        async for chunk in call.model.astream(messages, config, stop=stop, **call.kwargs):
-            chunks.append(chunk)
-            if not buffer:
-                yield await _aemit(chunk, run_manager)
-        escalation = self._problem(call, _merge(chunks))
-        if escalation:
-            chunks = []
-            async for chunk in call.high.astream(messages, config, stop=stop, **call.kwargs):
-                chunks.append(chunk)
-                yield await _aemit(chunk, run_manager)
-        elif buffer:
-            for chunk in chunks:
-                yield await _aemit(chunk, run_manager)
-        yield _last_chunk(self._finish(call, _merge(chunks), escalation))
+        relay, model = _Relay(step), step.model
+        while model is not None:
+            async for chunk in model.astream(messages, config, stop=stop, **kwargs):
+                for out in relay.take(chunk):
+                    yield await _aemit(out, run_manager)
+            model = relay.next_model()
+        for out in relay.held():
+            yield await _aemit(out, run_manager)
+        yield relay.last()
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+class _Relay:
+    """The routed step of a stream: which chunks go out when, and the escalation between two streams.
+
+    A reply that might escalate (tools bound, or a validator) is held back until it is complete
+    and known to be usable; an escalated step streams the top rung's reply instead.
+    """
+
+    def __init__(self, step: RoutedStep) -> None:
+        self.step = step
+        self.hold = step.escalates and bool(step.tool_names or step.output_validator)
+        self.chunks: list[AIMessageChunk] = []
+        self.escalation: str | None = None
+        self.first = True
+
+    def take(self, chunk: AIMessageChunk) -> list[AIMessageChunk]:
+        """Record ``chunk``; the chunks to send now."""
+        self.chunks.append(chunk)
+        return [] if self.hold and self.first else [chunk]
+
+    def next_model(self) -> Any:
+        """After a stream: the model to stream from next (the top rung when escalating), else ``None``."""
+        if not self.first:
+            return None
+        self.first = False
+        self.escalation = self.step.escalation(_merge(self.chunks))
+        if self.escalation:
+            self.chunks = []
+            return self.step.escalate_to
+        return None
+
+    def held(self) -> list[AIMessageChunk]:
+        """The held-back chunks of a reply that turned out usable (to send before :meth:`last`)."""
+        return self.chunks if self.hold and not self.escalation else []
+
+    def last(self) -> ChatGenerationChunk:
+        """The closing chunk: the step recorded, its metadata attached."""
+        return _last_chunk(self.step.finish(_merge(self.chunks), self.escalation))
 
 
 def _result(message: AIMessage, meta: dict[str, Any]) -> ChatResult:

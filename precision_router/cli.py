@@ -1,7 +1,9 @@
 """``precision-router <subcommand>``: the command-line interface.
 
-Subcommands register themselves in :data:`COMMANDS`; each has ``add_arguments(parser)`` and
-``run(args) -> int``. Only this module configures logging handlers.
+Built-in subcommands are in :data:`COMMANDS`; installed packages add theirs through the
+``precision_router.commands`` entry-point group (the ALFWorld integration registers ``alfworld``,
+``eval``, ``collect-kl``, ... that way; the core never imports an integration). Each command has
+``add_arguments(parser)`` and ``run(args) -> int``. Only this module configures logging handlers.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "ENTRY_POINT_GROUP", "Command", "all_commands", "build_parser", "main", "plugin_commands"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -116,13 +120,13 @@ def _add_calibrate(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from precision_router.evaluation.calibration import calibrate_policy, policy_scores
+    from precision_router.evaluation.calibration import calibrated, policy_scores
     from precision_router.routing.spec import router_from_spec
     from precision_router.traces.store import JsonlTraceStore
 
     episodes = [e for path in args.traces for e in JsonlTraceStore(path).read()]
-    router = router_from_spec(args.policy)
-    threshold = calibrate_policy(router, episodes, args.target_share)
+    router = calibrated(router_from_spec(args.policy), episodes, args.target_share)
+    threshold = router.threshold
     scores = policy_scores(router, episodes)
     share = sum(s >= threshold for s in scores) / len(scores)
     print(f"threshold {threshold:.6g}: routes {share:.3f} of {len(scores)} recorded steps high")
@@ -144,63 +148,60 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def _integration_commands() -> dict[str, Command]:
-    """Subcommands of installed integrations (the ALFWorld one lives in its own distribution)."""
-    try:
-        from precision_router_alfworld import cli as alfworld_cli
-    except ImportError:
-
-        def missing(parser: argparse.ArgumentParser) -> None:
-            parser.add_argument("rest", nargs=argparse.REMAINDER)
-
-        def explain(args: argparse.Namespace) -> int:
-            print("the ALFWorld integration is not installed: pip install -e integrations/alfworld", file=sys.stderr)
-            return 2
-
-        return {"alfworld": Command("ALFWorld agent (integration not installed)", missing, explain)}
-    return {
-        "alfworld": Command(
-            "run the routed ReAct agent on ALFWorld games", alfworld_cli.add_arguments, alfworld_cli.run
-        ),
-        "train-grpo": Command(
-            "refine a router with GRPO on ALFWorld rollouts (from a KL-ST checkpoint, or fresh)",
-            alfworld_cli.add_grpo_arguments,
-            alfworld_cli.train_grpo_command,
-        ),
-        "collect-kl": Command(
-            "roll out ALFWorld games with the high model acting and record both precisions' KL per step",
-            alfworld_cli.add_collect_arguments,
-            alfworld_cli.collect,
-        ),
-        "collect-counterfactual": Command(
-            "label ALFWorld steps by what playing them on the high model changes (replayed branches)",
-            alfworld_cli.add_counterfactual_arguments,
-            alfworld_cli.collect_counterfactual,
-        ),
-        "eval": Command(
-            "run several routing policies on the same ALFWorld games; report S, c, GHC, PGR, CPT and the plot",
-            alfworld_cli.add_eval_arguments,
-            alfworld_cli.evaluate,
-        ),
-    }
+ENTRY_POINT_GROUP = "precision_router.commands"
+"""Entry-point group through which installed packages add subcommands: each entry point names a
+:class:`Command`, and its name is the subcommand's (``[project.entry-points."precision_router.commands"]``)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every registered subcommand."""
+def plugin_commands() -> dict[str, Command]:
+    """Subcommands that installed packages register under :data:`ENTRY_POINT_GROUP`.
+
+    A plugin that fails to load, or whose entry point is not a :class:`Command`, is skipped with
+    a warning; it never shadows a built-in command.
+    """
+    from importlib.metadata import entry_points
+
+    found: dict[str, Command] = {}
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if entry.name in COMMANDS:
+            logger.warning("plugin command %r (%s) shadows a built-in command; ignored", entry.name, entry.value)
+            continue
+        try:
+            command = entry.load()
+        except Exception as exc:  # a broken plugin must not break the commands that work
+            logger.warning("could not load command %r from %s: %s", entry.name, entry.value, exc)
+            continue
+        if not isinstance(command, Command):
+            logger.warning(
+                "entry point %r (%s) is not a precision_router.cli.Command; ignored", entry.name, entry.value
+            )
+            continue
+        found[entry.name] = command
+    return found
+
+
+def all_commands() -> dict[str, Command]:
+    """The built-in subcommands and those installed packages register."""
+    return {**COMMANDS, **plugin_commands()}
+
+
+def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand (``commands``: default :func:`all_commands`)."""
     from precision_router import __version__
 
     parser = argparse.ArgumentParser(prog="precision-router", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"precision-router {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, command in {**COMMANDS, **_integration_commands()}.items():
+    for name, command in (all_commands() if commands is None else commands).items():
         command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    commands = all_commands()
+    args = build_parser(commands).parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "urllib3", "filelock", "gptqmodel", "transformers", "sentence_transformers"):
@@ -208,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from precision_router.errors import PrecisionRouterError
 
     try:
-        return {**COMMANDS, **_integration_commands()}[args.command].run(args)
+        return commands[args.command].run(args)
     except PrecisionRouterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

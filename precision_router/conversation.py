@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from precision_router.routing.base import Route, RouteDecision, Router, RoutingState
+from precision_router.routing.ladder import TWO_RUNGS, PrecisionLadder
 from precision_router.traces.schema import Episode, Step
 
 if TYPE_CHECKING:
@@ -56,7 +57,11 @@ def conversation_id_from_config(config: RunnableConfig | Mapping[str, Any] | Non
 
 
 def display_name(model: Any) -> str:
-    """The name a model is recorded under: its ``model_name`` / ``model`` / ``model_id``, else its class."""
+    """The name a model is recorded under: its ``model_name`` / ``model`` / ``model_id``, else its class.
+
+    A model with bound tools (a ``RunnableBinding``) is recorded under the bound model's name.
+    """
+    model = getattr(model, "bound", model)
     for attr in ("model_name", "model", "model_id"):
         value = getattr(model, attr, None)
         if isinstance(value, str) and value:
@@ -120,23 +125,27 @@ class ConversationTracker:
     Args:
         router: the routing policy.
         trace_store: where finished episodes go (``None``: keep nothing after ``end_episode``).
+        ladder: the precisions a route names, with their costs (default: ``high`` / ``low``).
     """
 
-    def __init__(self, router: Router, trace_store: TraceStore | None = None) -> None:
+    def __init__(
+        self, router: Router, trace_store: TraceStore | None = None, ladder: PrecisionLadder = TWO_RUNGS
+    ) -> None:
         self.router = router
         self.trace_store = trace_store
+        self.ladder = ladder
         self._episodes: dict[str, Episode] = {}
         self._lock = threading.Lock()
 
     @property
     def policy_name(self) -> str:
         """The router's name as recorded in traces."""
-        return getattr(self.router, "name", type(self.router).__name__)
+        return self.router.name
 
     @property
     def router_version(self) -> str | None:
         """The router's version (weights fingerprint for learned routers), if it has one."""
-        return getattr(self.router, "version", None)
+        return self.router.version
 
     def decide(
         self,
@@ -174,40 +183,62 @@ class ConversationTracker:
         conversation_id: str,
         decision: RouteDecision,
         message: BaseMessage,
+        **step: Any,
+    ) -> dict[str, Any]:
+        """Record the step that ``message`` answered; :meth:`record_step` with its text and token usage."""
+        usage: Mapping[str, Any] = getattr(message, "usage_metadata", None) or {}
+        step.setdefault("input_tokens", usage.get("input_tokens"))
+        step.setdefault("output_tokens", usage.get("output_tokens"))
+        return self.record_step(conversation_id, decision, action=message_text(message), **step)
+
+    def record_step(
+        self,
+        conversation_id: str,
+        decision: RouteDecision,
         *,
+        action: str,
         task: str = "",
         observation: str = "",
         model: str = "",
         latency_ms: float = 0.0,
         escalation: str | None = None,
         index: int | None = None,
+        **fields: Any,
     ) -> dict[str, Any]:
-        """Record the step that ``message`` answered and return its ``precision_router`` metadata.
+        """Record one step and return its ``precision_router`` metadata.
 
-        Every entry point (chat model, middleware, graph node) records its steps here, so the
-        trace and the reply's ``response_metadata["precision_router"]`` always agree.
+        Every entry point (chat model, middleware, graph node, the ALFWorld agent) records its
+        steps here, through :class:`~precision_router.step.RoutedStep`, so the trace and the
+        reply's ``response_metadata["precision_router"]`` always agree.
 
         Args:
             conversation_id: the conversation (thread) the step belongs to.
             decision: the router's decision for this step.
-            message: the reply that was used.
+            action: what the step produced (the reply's text and tool calls, or a command).
             task: the conversation's task (names the episode if this opens it).
             observation: what the model answered (the new input since the previous step).
-            model: name of the model that produced ``message``.
+            model: name of the model that produced the action.
             latency_ms: time taken by the step, escalation included.
-            escalation: why the low reply was retried on the high model, if it was; the
-                step is then recorded as ``"high"`` and ``escalated``.
+            escalation: why the reply was retried on the top rung, if it was; the step is then
+                recorded on the top rung (``"high"``) and ``escalated``.
             index: the step's index; by default the next index of the open episode. Graph
                 entry points pass the count kept in checkpointed state, so that a thread
                 resumed in a new process continues its numbering.
+            **fields: further :class:`~precision_router.traces.Step` fields (token counts,
+                ``candidates``, ``logprobs``, ``kl``, ``info``).
 
         Returns:
-            ``{"route", "p_high", "policy", "router_version", "latency_ms", "escalated",
-            "model"}`` plus ``"escalation_reason"`` when escalated.
+            ``{"route", "rung", "cost", "p_high", "policy", "router_version", "latency_ms",
+            "escalated", "model"}`` plus ``"escalation_reason"`` when escalated. ``route`` is
+            ``"high"`` for the top rung and ``"low"`` for any other; ``rung`` names the rung.
         """
-        route: Route = "high" if escalation else decision.route
+        ladder = self.ladder
+        rung = ladder.top if escalation else ladder.names[ladder.index(decision.route)]
+        route: Route = "high" if rung == ladder.top else "low"
         meta: dict[str, Any] = {
             "route": route,
+            "rung": rung,
+            "cost": ladder.cost(rung),
             "p_high": decision.p_high,
             "policy": self.policy_name,
             "router_version": self.router_version,
@@ -217,23 +248,23 @@ class ConversationTracker:
         }
         if escalation:
             meta["escalation_reason"] = escalation
-        usage: Mapping[str, Any] = getattr(message, "usage_metadata", None) or {}
         episode = self._open(conversation_id, task)
         with self._lock:
             episode.steps.append(
                 Step(
                     index=len(episode.steps) if index is None else index,
                     observation=observation,
-                    action=message_text(message),
+                    action=action,
                     route=route,
+                    rung=rung,
+                    cost=meta["cost"],
                     p_high=decision.p_high,
                     policy=self.policy_name,
                     model=model,
                     latency_ms=latency_ms,
-                    input_tokens=usage.get("input_tokens"),
-                    output_tokens=usage.get("output_tokens"),
                     escalated=escalation is not None,
                     escalation_reason=escalation,
+                    **fields,
                 )
             )
         return meta

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import logging
 import operator
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, NotRequired
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
@@ -36,17 +34,17 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, MessagesState, StateGraph
 
-from precision_router.chat_model import bound_tool_names, check_routing_setup, escalation_reason
 from precision_router.conversation import (
-    DEFAULT_CONVERSATION,
     ConversationTracker,
     conversation_id_from_config,
     display_name,
     split_conversation,
     tag_reply,
 )
-from precision_router.routing.base import Route, RouteDecision, Router
-from precision_router.traces.schema import Episode
+from precision_router.escalation import OutputValidator, bound_tool_names
+from precision_router.routing.base import RouteDecision, Router
+from precision_router.routing.ladder import TWO_RUNGS, PrecisionLadder
+from precision_router.step import RoutedStep, TrackedEntryPoint, check_routing_setup
 from precision_router.traces.store import TraceStore
 
 if TYPE_CHECKING:
@@ -74,14 +72,14 @@ class RoutedMessagesState(MessagesState):
     """``MessagesState`` plus the routing keys; extend it with your own keys.
 
     Attributes:
-        route: the precision of the current step: the router node's decision, replaced by
-            ``"high"`` when a model node escalated the step.
+        route: the precision (rung) of the current step: the router node's decision, replaced
+            by the top rung (``"high"``) when a model node escalated the step.
         p_high: the probability the router gave to ``"high"`` for the current step.
         route_history: the route each model step of the thread used, oldest first (appended
             by the model nodes); its length is the thread's step count.
     """
 
-    route: NotRequired[Route]
+    route: NotRequired[str]
     p_high: NotRequired[float | None]
     route_history: NotRequired[Annotated[list[str], operator.add]]
 
@@ -94,7 +92,7 @@ def _messages(state: Mapping[str, Any]) -> list[AnyMessage]:
         raise ValueError(msg) from None
 
 
-class RouterNode(Runnable[Any, dict[str, Any]]):
+class RouterNode(TrackedEntryPoint, Runnable[Any, dict[str, Any]]):
     """Graph node that picks the precision of the next model step.
 
     Reads ``messages`` (the task is the first human turn; each AI message and what answered it
@@ -108,6 +106,8 @@ class RouterNode(Runnable[Any, dict[str, Any]]):
         trace_store: where finished episodes are written.
         tracker: share an existing tracker instead (``router`` and ``trace_store`` must then
             be the tracker's).
+        ladder: the rungs a route names, with their costs (default ``high`` / ``low``); the node
+            writes the chosen rung's name to ``route``.
     """
 
     def __init__(
@@ -116,84 +116,50 @@ class RouterNode(Runnable[Any, dict[str, Any]]):
         *,
         trace_store: TraceStore | None = None,
         tracker: ConversationTracker | None = None,
+        ladder: PrecisionLadder | None = None,
     ) -> None:
         check_routing_setup(None, None, router, trace_store)
         if tracker is not None and (tracker.router is not router or trace_store not in (None, tracker.trace_store)):
             msg = "tracker= already has its router and trace store: pass the same router and no other trace_store"
             raise ValueError(msg)
         self.router = router
-        self._tracker = tracker or ConversationTracker(router, trace_store)
+        self._tracker = tracker or ConversationTracker(router, trace_store, ladder or TWO_RUNGS)
 
     def __repr__(self) -> str:
         return f"RouterNode({self.router!r})"
-
-    @property
-    def tracker(self) -> ConversationTracker:
-        """The per-conversation routing state and episode recorder."""
-        return self._tracker
-
-    def end_episode(
-        self,
-        thread_id: str = DEFAULT_CONVERSATION,
-        *,
-        success: bool | None = None,
-        reward: float | None = None,
-        info: dict[str, Any] | None = None,
-    ) -> Episode | None:
-        """Close the thread's episode, write it to the trace store and return it."""
-        return self._tracker.end_episode(thread_id, success=success, reward=reward, info=info)
 
     def invoke(self, input: Mapping[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> dict[str, Any]:
         """Decide the next step of the thread in ``config``; returns ``{"route", "p_high"}``."""
         conversation_id = conversation_id_from_config(ensure_config(config))
         task, history, _ = split_conversation(_messages(input))
         decision = self._tracker.decide(conversation_id, task, history)
-        return {"route": decision.route, "p_high": decision.p_high}
+        ladder = self._tracker.ladder
+        return {"route": ladder.names[ladder.index(decision.route)], "p_high": decision.p_high}
 
-    def model_node(
-        self,
-        model: BaseChatModel,
-        *,
-        route: Route,
-        tools: Sequence[ToolLike] = (),
-        tool_choice: ToolChoice = None,
-        system_prompt: str | None = None,
-        escalate_to: BaseChatModel | None = None,
-        escalate_on_parse_error: bool = True,
-        output_validator: Callable[[AIMessage], str | None] | None = None,
-    ) -> ModelNode:
-        """A :class:`ModelNode` recording into this node's tracker (arguments as there)."""
-        return ModelNode(
-            model,
-            self._tracker,
-            route=route,
-            tools=tools,
-            tool_choice=tool_choice,
-            system_prompt=system_prompt,
-            escalate_to=escalate_to,
-            escalate_on_parse_error=escalate_on_parse_error,
-            output_validator=output_validator,
-        )
+    def model_node(self, model: BaseChatModel, **options: Any) -> ModelNode:
+        """A :class:`ModelNode` recording into this node's tracker (``route=`` and the other options as there)."""
+        return ModelNode(model, self._tracker, **options)
 
 
 class ModelNode(Runnable[Any, dict[str, Any]]):
     """Graph node that runs one precision's model for the current step and records it.
 
-    Calls ``model`` (with ``tools`` bound) on ``messages``; when ``route`` is ``"low"``,
-    ``escalate_to`` is given and the reply is unusable (the same rule as
-    :class:`~precision_router.RoutedChatModel`), retries on ``escalate_to``. Returns the reply,
-    tagged with ``response_metadata["precision_router"]``, plus ``route`` and the
-    ``route_history`` entry of the step. The step is recorded in ``tracker`` under the index
+    Calls ``model`` (with ``tools`` bound) on ``messages``; when ``route`` is a cheaper rung than
+    the top one, ``escalate_to`` is given and the reply is unusable (the same rule as
+    :class:`~precision_router.RoutedChatModel`: one :class:`~precision_router.step.RoutedStep`),
+    retries on ``escalate_to``. Returns the reply, tagged with
+    ``response_metadata["precision_router"]``, plus ``route`` and the ``route_history`` entry of
+    the step. The step is recorded in ``tracker`` under the index
     ``len(route_history)``, so numbering survives a restart over the same checkpointer.
 
     Args:
         model: the chat model of this node's precision.
         tracker: the tracker of the graph's :class:`RouterNode` (prefer :meth:`RouterNode.model_node`).
-        route: which precision ``model`` is.
+        route: which precision (rung of ``tracker.ladder``) ``model`` is.
         tools: tools to bind for every call.
         tool_choice: ``tool_choice`` to bind, or a function of the state returning it.
         system_prompt: prepended as a system message to every call.
-        escalate_to: the high-precision model that retries unusable low replies.
+        escalate_to: the top rung's model, which retries unusable replies of a cheaper rung.
         escalate_on_parse_error: whether to escalate at all.
         output_validator: extra check of a low reply: return a reason to escalate, or ``None``.
     """
@@ -203,23 +169,21 @@ class ModelNode(Runnable[Any, dict[str, Any]]):
         model: BaseChatModel,
         tracker: ConversationTracker,
         *,
-        route: Route,
+        route: str,
         tools: Sequence[ToolLike] = (),
         tool_choice: ToolChoice = None,
         system_prompt: str | None = None,
         escalate_to: BaseChatModel | None = None,
         escalate_on_parse_error: bool = True,
-        output_validator: Callable[[AIMessage], str | None] | None = None,
+        output_validator: OutputValidator | None = None,
     ) -> None:
-        if route not in ("high", "low"):
-            msg = f"route must be 'high' or 'low', got {route!r}"
-            raise ValueError(msg)
-        if escalate_to is not None and route == "high":
-            msg = "escalate_to is for the low model node: the high node has nothing to escalate to"
+        rung = tracker.ladder.index(route)
+        if escalate_to is not None and rung == 0:
+            msg = "escalate_to is for the nodes of cheaper rungs: the top (high) node has nothing to escalate to"
             raise ValueError(msg)
         self.model = model
         self.tracker = tracker
-        self.route: Route = route
+        self.route = tracker.ladder.names[rung]
         self.tools = list(tools)
         self.tool_names = bound_tool_names(self.tools)
         self.tool_choice = tool_choice
@@ -232,20 +196,28 @@ class ModelNode(Runnable[Any, dict[str, Any]]):
         return f"ModelNode({display_name(self.model)!r}, route={self.route!r})"
 
     # -- one step ----------------------------------------------------------------------------
-    def _prepare(self, state: Mapping[str, Any], config: RunnableConfig | None) -> _NodeStep:
+    def _begin(self, state: Mapping[str, Any], config: RunnableConfig | None) -> tuple[RoutedStep, list[BaseMessage]]:
         messages = _messages(state)
         choice = self.tool_choice(state) if callable(self.tool_choice) else self.tool_choice
         prompt: list[BaseMessage] = [*messages]
         if self.system_prompt:
             prompt.insert(0, SystemMessage(self.system_prompt))
-        return _NodeStep(
-            conversation_id=conversation_id_from_config(ensure_config(config)),
-            messages=messages,
-            prompt=prompt,
-            tool_choice=choice,
+        task, _, observation = split_conversation(messages)
+        escalate = self.escalate_to is not None and self.escalate_on_parse_error
+        step = RoutedStep(
+            self.tracker,
+            conversation_id_from_config(ensure_config(config)),
+            RouteDecision(self.route, state.get("p_high")),
+            self._bind(self.model, choice),
+            self._bind(self.escalate_to, choice) if escalate and self.escalate_to is not None else None,
+            task=task,
+            observation=observation,
             index=len(state.get("route_history") or ()),
-            p_high=state.get("p_high"),
+            tool_names=self.tool_names,
+            tool_choice=choice,
+            output_validator=self.output_validator,
         )
+        return step, prompt
 
     def _bind(self, model: BaseChatModel, tool_choice: Any) -> Runnable[Any, Any]:
         if not self.tools:
@@ -253,78 +225,49 @@ class ModelNode(Runnable[Any, dict[str, Any]]):
         choice = {"tool_choice": tool_choice} if tool_choice is not None else {}
         return model.bind_tools(self.tools, **choice)
 
-    def _escalation(self, step: _NodeStep, reply: AIMessage) -> str | None:
-        if self.route != "low" or self.escalate_to is None or not self.escalate_on_parse_error:
-            return None
-        reason = escalation_reason(reply, self.tool_names, step.tool_choice, self.output_validator)
-        if reason:
-            logger.info("escalating step %d of %s to high: %s", step.index, step.conversation_id, reason)
-        return reason
-
-    def _finish(self, step: _NodeStep, reply: AIMessage, escalation: str | None, started: float) -> dict[str, Any]:
-        task, _, observation = split_conversation(step.messages)
-        meta = self.tracker.record_reply(
-            step.conversation_id,
-            RouteDecision(self.route, step.p_high),
-            reply,
-            task=task,
-            observation=observation,
-            model=display_name(self.escalate_to if escalation else self.model),
-            latency_ms=(time.perf_counter() - started) * 1000,
-            escalation=escalation,
-            index=step.index,
-        )
-        return {"messages": [tag_reply(reply, meta)], "route": meta["route"], "route_history": [meta["route"]]}
-
     def invoke(self, input: Mapping[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> dict[str, Any]:
         """Run the step; returns the state update (``messages``, ``route``, ``route_history``)."""
-        started = time.perf_counter()
-        step = self._prepare(input, config)
-        reply = _as_ai_message(self._bind(self.model, step.tool_choice).invoke(step.prompt, config))
-        escalation = self._escalation(step, reply)
-        if escalation and self.escalate_to is not None:
-            reply = _as_ai_message(self._bind(self.escalate_to, step.tool_choice).invoke(step.prompt, config))
-        return self._finish(step, reply, escalation, started)
+        step, prompt = self._begin(input, config)
+        reply, meta = step.run(lambda model: _as_ai_message(model.invoke(prompt, config)))
+        return _update(reply, meta)
 
     async def ainvoke(
         self, input: Mapping[str, Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         """Async :meth:`invoke`."""
-        started = time.perf_counter()
-        step = self._prepare(input, config)
-        reply = _as_ai_message(await self._bind(self.model, step.tool_choice).ainvoke(step.prompt, config))
-        escalation = self._escalation(step, reply)
-        if escalation and self.escalate_to is not None:
-            reply = _as_ai_message(await self._bind(self.escalate_to, step.tool_choice).ainvoke(step.prompt, config))
-        return self._finish(step, reply, escalation, started)
+        step, prompt = self._begin(input, config)
+
+        async def call(model: Runnable[Any, Any]) -> AIMessage:
+            return _as_ai_message(await model.ainvoke(prompt, config))
+
+        reply, meta = await step.arun(call)
+        return _update(reply, meta)
 
 
-@dataclass
-class _NodeStep:
-    """What a model node works from for one step."""
-
-    conversation_id: str
-    messages: list[AnyMessage]
-    prompt: list[BaseMessage]
-    tool_choice: Any
-    index: int
-    p_high: float | None
+def _update(reply: AIMessage, meta: dict[str, Any]) -> dict[str, Any]:
+    """A model node's state update: the tagged reply and the rung the step used."""
+    return {"messages": [tag_reply(reply, meta)], "route": meta["rung"], "route_history": [meta["rung"]]}
 
 
-def route_edge(high_node: str = "high", low_node: str = "low") -> Callable[[Mapping[str, Any]], str]:
+def route_edge(
+    high_node: str = "high", low_node: str = "low", *, nodes: Mapping[str, str] | None = None
+) -> Callable[[Mapping[str, Any]], str]:
     """A conditional-edge function sending the step to ``high_node`` or ``low_node`` by ``state["route"]``.
 
     Use it after the router node:
     ``graph.add_conditional_edges("router", route_edge("high", "low"), ["high", "low"])``.
+    On a ladder, ``nodes`` maps each rung's name to its model node instead.
     """
+    targets = dict(nodes) if nodes is not None else {"high": high_node, "low": low_node}
 
     def edge(state: Mapping[str, Any]) -> str:
         route = state.get("route")
-        if route == "high":
-            return high_node
-        if route == "low":
-            return low_node
-        msg = f"state['route'] is {route!r}: put the router node (RouterNode) before this edge"
+        if route in targets:
+            return targets[route]
+        msg = (
+            f"state['route'] is {route!r}, which names no node: put the router node (RouterNode) before "
+            "this edge, and on a ladder map every rung (route_edge(nodes={rung: node}))"
+        )
         raise ValueError(msg)
 
     edge.__name__ = "route_edge"
@@ -343,8 +286,8 @@ def _steps_since_user(messages: Sequence[BaseMessage]) -> int:
 
 
 def build_routed_react_agent(
-    high: BaseChatModel,
-    low: BaseChatModel,
+    high: BaseChatModel | None,
+    low: BaseChatModel | None,
     router: Router | RouterNode,
     tools: Sequence[BaseTool | Callable[..., Any]] = (),
     *,
@@ -353,16 +296,18 @@ def build_routed_react_agent(
     system_prompt: str | None = None,
     tool_choice: ToolChoice = None,
     escalate_on_parse_error: bool = True,
-    output_validator: Callable[[AIMessage], str | None] | None = None,
+    output_validator: OutputValidator | None = None,
     max_steps: int | None = None,
     state_schema: type[Any] = RoutedMessagesState,
     name: str | None = None,
+    ladder: Mapping[str, BaseChatModel] | None = None,
+    costs: Mapping[str, float] | Sequence[float] | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """A compiled ReAct loop: router -> high / low model -> tools -> router ... -> END.
 
     Args:
-        high: the high-precision chat model.
-        low: the low-precision chat model.
+        high: the high-precision chat model (``None`` with ``ladder``).
+        low: the low-precision chat model (``None`` with ``ladder``).
         router: the routing policy, or a :class:`RouterNode`: pass one (and keep it) to call
             :meth:`RouterNode.end_episode` on the threads this graph runs.
         tools: the agent's tools (a ``ToolNode`` runs them); none: one model step, then END.
@@ -376,18 +321,31 @@ def build_routed_react_agent(
         max_steps: end the run after this many model steps since the last user message.
         state_schema: the graph's state; must extend :class:`RoutedMessagesState`.
         name: the compiled graph's name.
+        ladder: route over these models by rung name, highest precision first, instead of
+            ``(high, low)``: one model node per rung, named after it.
+        costs: with ``ladder``, each rung's cost (as :class:`~precision_router.routing.ladder.PrecisionLadder`).
 
     Returns:
         The compiled graph; invoke it with ``{"messages": [...]}`` and a ``thread_id``.
     """
+    rungs: dict[str, Any] = dict(ladder) if ladder is not None else {"high": high, "low": low}
+    if ladder is not None and (high is not None or low is not None):
+        msg = "pass either high and low or ladder=, not both"
+        raise ValueError(msg)
+    precision = PrecisionLadder(list(rungs), costs) if ladder is not None else TWO_RUNGS
     if isinstance(router, RouterNode):
         if trace_store is not None:
             msg = "pass trace_store to the RouterNode, not to build_routed_react_agent"
             raise ValueError(msg)
+        if router.ladder.names != precision.names:
+            msg = f"the RouterNode routes between {list(router.ladder.names)}, the models are {list(rungs)}"
+            raise ValueError(msg)
         router_node = router
     else:
-        router_node = RouterNode(router, trace_store=trace_store)
-    check_routing_setup(high, low, router_node.router, router_node.tracker.trace_store)
+        router_node = RouterNode(router, trace_store=trace_store, ladder=precision)
+    models = list(rungs.values())
+    for model in models[1:]:
+        check_routing_setup(models[0], model, router_node.router, router_node.tracker.trace_store)
     if max_steps is not None and max_steps < 1:
         msg = f"max_steps must be at least 1, got {max_steps}"
         raise ValueError(msg)
@@ -405,16 +363,17 @@ def build_routed_react_agent(
     }
     graph = StateGraph(state_schema)
     graph.add_node("router", router_node)
-    graph.add_node("high", router_node.model_node(high, route="high", **common))
-    graph.add_node("low", router_node.model_node(low, route="low", escalate_to=high, **common))
+    for i, (rung, model) in enumerate(rungs.items()):
+        escalate_to = models[0] if i else None
+        graph.add_node(rung, router_node.model_node(model, route=rung, escalate_to=escalate_to, **common))
     graph.add_edge(START, "router")
-    graph.add_conditional_edges("router", route_edge("high", "low"), ["high", "low"])
+    graph.add_conditional_edges("router", route_edge(nodes={r: r for r in rungs}), list(rungs))
     if tool_node is None:
-        graph.add_edge("high", END)
-        graph.add_edge("low", END)
+        for rung in rungs:
+            graph.add_edge(rung, END)
     else:
         graph.add_node("tools", tool_node)
-        for node in ("high", "low"):
+        for node in rungs:
             graph.add_conditional_edges(node, tools_condition, {"tools": "tools", END: END})
 
         def after_tools(state: Mapping[str, Any]) -> str:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import operator
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, NotRequired
 
 from langchain.agents.middleware.types import (
@@ -23,17 +21,16 @@ from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from precision_router.chat_model import bound_tool_names, check_routing_setup, escalation_reason
 from precision_router.conversation import (
     DEFAULT_CONVERSATION,
     ConversationTracker,
     conversation_id_from_config,
-    display_name,
-    split_conversation,
     tag_reply,
 )
-from precision_router.routing.base import RouteDecision, Router
-from precision_router.traces.schema import Episode
+from precision_router.escalation import OutputValidator, bound_tool_names
+from precision_router.routing.base import Router
+from precision_router.routing.ladder import TWO_RUNGS, PrecisionLadder
+from precision_router.step import LadderEntryPoint, RoutedStep, check_routing_setup
 from precision_router.traces.store import TraceStore
 
 __all__ = ["ROUTES_KEY", "PrecisionRoutingMiddleware", "PrecisionRoutingState", "thread_conversation_id"]
@@ -48,7 +45,8 @@ class PrecisionRoutingState(AgentState[Any]):
     """Agent state added by :class:`PrecisionRoutingMiddleware` (checkpointed with the thread)."""
 
     precision_router_routes: NotRequired[Annotated[list[str], OmitFromInput, operator.add]]
-    """Route actually used by each model step of the thread (``"high"`` / ``"low"``), oldest first;
+    """Rung actually used by each model step of the thread (``"high"`` / ``"low"``, or a ladder's
+    rung name), oldest first;
     its length is the thread's step count, so a resumed thread continues its numbering."""
 
 
@@ -64,21 +62,7 @@ def thread_conversation_id(runtime: Runtime[Any] | None = None) -> str:
     return conversation_id
 
 
-@dataclass
-class _Step:
-    """One routed model call in flight."""
-
-    conversation_id: str
-    decision: RouteDecision
-    task: str
-    observation: str
-    index: int
-    tool_names: list[str]
-    tool_choice: Any
-    started: float
-
-
-class PrecisionRoutingMiddleware(AgentMiddleware[PrecisionRoutingState, Any, Any]):
+class PrecisionRoutingMiddleware(LadderEntryPoint, AgentMiddleware[PrecisionRoutingState, Any, Any]):
     """Route every model call of a ``create_agent`` agent to ``high`` or ``low``.
 
     Before each model call the router sees the conversation so far (task, past actions and
@@ -97,7 +81,9 @@ class PrecisionRoutingMiddleware(AgentMiddleware[PrecisionRoutingState, Any, Any
     are closed by :meth:`end_episode` (or at the end of every run with
     ``end_episode_after_run=True``).
 
-    Pass ``high`` as the agent's model: the middleware replaces it on every call.
+    Pass ``high`` as the agent's model: the middleware replaces it on every call. For more than
+    two precisions, build it with :meth:`from_ladder` (models by rung, highest first, and their
+    costs); the routes list in the thread's state then holds rung names.
 
     Order with LangChain's built-in middleware (``middleware=[...]`` runs first = outermost):
 
@@ -135,6 +121,9 @@ class PrecisionRoutingMiddleware(AgentMiddleware[PrecisionRoutingState, Any, Any
         output_validator: extra check of a low reply: return a reason to escalate, or ``None``.
         end_episode_after_run: close (and write) the thread's episode at the end of every run,
             with ``success=None``; off by default, as a thread may span several runs.
+        rungs: route over these models by rung name, highest precision first, instead of
+            ``(high, low)`` (prefer :meth:`from_ladder`).
+        costs: with ``rungs``, each rung's cost relative to the top one (default: linear 1 to 0).
 
     Example:
         .. code-block:: python
@@ -159,42 +148,29 @@ class PrecisionRoutingMiddleware(AgentMiddleware[PrecisionRoutingState, Any, Any
         *,
         trace_store: TraceStore | None = None,
         escalate_on_parse_error: bool = True,
-        output_validator: Callable[[AIMessage], str | None] | None = None,
+        output_validator: OutputValidator | None = None,
         end_episode_after_run: bool = False,
+        rungs: Mapping[str, BaseChatModel] | None = None,
+        costs: Mapping[str, float] | Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        for role, model in (("high", high), ("low", low)):
+        self.models = list(rungs.values()) if rungs else [high, low]
+        ladder = PrecisionLadder(list(rungs) if rungs else TWO_RUNGS.names, costs)
+        for role, model in zip(ladder.names, self.models, strict=True):
             if not isinstance(model, BaseChatModel):
                 msg = (
                     f"{role} must be a LangChain chat model (BaseChatModel), got {type(model).__name__}; "
                     "create_agent swaps request.model, which accepts chat models only"
                 )
                 raise TypeError(msg)
-        check_routing_setup(high, low, router, trace_store)
-        self.high = high
-        self.low = low
+            check_routing_setup(self.models[0], model, router, trace_store)
+        self.high = self.models[0]
+        self.low = self.models[-1]
         self.router = router
         self.escalate_on_parse_error = escalate_on_parse_error
         self.output_validator = output_validator
         self.end_episode_after_run = end_episode_after_run
-        self._tracker = ConversationTracker(router, trace_store)
-
-    # -- public API --------------------------------------------------------------------------
-    @property
-    def tracker(self) -> ConversationTracker:
-        """The per-conversation routing state and episode recorder."""
-        return self._tracker
-
-    def end_episode(
-        self,
-        thread_id: str = DEFAULT_CONVERSATION,
-        *,
-        success: bool | None = None,
-        reward: float | None = None,
-        info: dict[str, Any] | None = None,
-    ) -> Episode | None:
-        """Close the thread's episode, write it to the trace store and return it."""
-        return self._tracker.end_episode(thread_id, success=success, reward=reward, info=info)
+        self._tracker = ConversationTracker(router, trace_store, ladder)
 
     # -- hooks -------------------------------------------------------------------------------
     def wrap_model_call(
@@ -203,12 +179,9 @@ class PrecisionRoutingMiddleware(AgentMiddleware[PrecisionRoutingState, Any, Any
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]:
         """Route the call, escalate an unusable low reply, record the step."""
-        step, routed = self._begin(request)
-        response = handler(routed)
-        escalation = self._escalation(step, response)
-        if escalation:
-            response = handler(request.override(model=self.high))
-        return self._finish(step, response, escalation)
+        step = self._begin(request)
+        response, meta = step.run(lambda model: handler(request.override(model=model)), _reply)
+        return _tagged(response, meta)
 
     async def awrap_model_call(
         self,
@@ -216,12 +189,9 @@ class PrecisionRoutingMiddleware(AgentMiddleware[PrecisionRoutingState, Any, Any
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]:
         """Async :meth:`wrap_model_call`."""
-        step, routed = self._begin(request)
-        response = await handler(routed)
-        escalation = self._escalation(step, response)
-        if escalation:
-            response = await handler(request.override(model=self.high))
-        return self._finish(step, response, escalation)
+        step = self._begin(request)
+        response, meta = await step.arun(lambda model: handler(request.override(model=model)), _reply)
+        return _tagged(response, meta)
 
     def after_agent(self, state: PrecisionRoutingState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Close the thread's episode when ``end_episode_after_run`` is on."""
@@ -234,55 +204,31 @@ class PrecisionRoutingMiddleware(AgentMiddleware[PrecisionRoutingState, Any, Any
         return self.after_agent(state, runtime)
 
     # -- routing -----------------------------------------------------------------------------
-    def _begin(self, request: ModelRequest[Any]) -> tuple[_Step, ModelRequest[Any]]:
-        conversation_id = thread_conversation_id(request.runtime)
-        task, history, observation = split_conversation(request.messages)
-        decision = self._tracker.decide(conversation_id, task, history)
+    def _begin(self, request: ModelRequest[Any]) -> RoutedStep:
         state: Mapping[str, Any] = request.state or {}
-        step = _Step(
-            conversation_id=conversation_id,
-            decision=decision,
-            task=task,
-            observation=observation,
+        return RoutedStep.begin(
+            self._tracker,
+            thread_conversation_id(request.runtime),
+            request.messages,
+            self.models,
+            escalate=self.escalate_on_parse_error,
             index=len(state.get(ROUTES_KEY) or ()),
             tool_names=_tool_names(request),
             tool_choice=request.tool_choice,
-            started=time.perf_counter(),
+            output_validator=self.output_validator,
         )
-        return step, request.override(model=self.high if decision.route == "high" else self.low)
 
-    def _escalation(self, step: _Step, response: ModelResponse[Any]) -> str | None:
-        if step.decision.route != "low" or not self.escalate_on_parse_error:
-            return None
-        reply = _reply(response)
-        if reply is None:
-            return None
-        reason = escalation_reason(reply, step.tool_names, step.tool_choice, self.output_validator)
-        if reason:
-            logger.info("escalating step %d of %s to high: %s", step.index, step.conversation_id, reason)
-        return reason
 
-    def _finish(self, step: _Step, response: ModelResponse[Any], escalation: str | None) -> ExtendedModelResponse[Any]:
-        reply = _reply(response)
-        route = "high" if escalation or step.decision.route == "high" else "low"
-        meta = self._tracker.record_reply(
-            step.conversation_id,
-            step.decision,
-            reply if reply is not None else AIMessage(content=""),
-            task=step.task,
-            observation=step.observation,
-            model=display_name(self.high if route == "high" else self.low),
-            latency_ms=(time.perf_counter() - step.started) * 1000,
-            escalation=escalation,
-            index=step.index,
-        )
-        result: list[BaseMessage] = [
-            tag_reply(message, meta) if message is reply else message for message in response.result
-        ]
-        return ExtendedModelResponse(
-            model_response=ModelResponse(result=result, structured_response=response.structured_response),
-            command=Command(update={ROUTES_KEY: [meta["route"]]}),
-        )
+def _tagged(response: ModelResponse[Any], meta: dict[str, Any]) -> ExtendedModelResponse[Any]:
+    """The response with its reply tagged, and the step's rung appended to the thread's state."""
+    reply = _reply(response)
+    result: list[BaseMessage] = [
+        tag_reply(message, meta) if message is reply else message for message in response.result
+    ]
+    return ExtendedModelResponse(
+        model_response=ModelResponse(result=result, structured_response=response.structured_response),
+        command=Command(update={ROUTES_KEY: [meta["rung"]]}),
+    )
 
 
 def _reply(response: ModelResponse[Any]) -> AIMessage | None:

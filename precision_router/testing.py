@@ -25,6 +25,7 @@ __all__ = [
     "ScriptedChatModel",
     "mean_next_token_kl",
     "tiny_causal_lm",
+    "tiny_precision_ladder",
     "tiny_precision_pair",
     "tiny_tokenizer",
 ]
@@ -130,6 +131,34 @@ def tiny_precision_pair(low: str = "rtn-3bit", *, seed: int = 0, **chat_kwargs: 
     high = LocalChatModel(hf_model=high_model, tokenizer=tokenizer, model_name="tiny@fp32", **chat_kwargs)
     low_chat = LocalChatModel(hf_model=low_model, tokenizer=tokenizer, model_name=f"tiny@{spec.key}", **chat_kwargs)
     return high, low_chat
+
+
+def tiny_precision_ladder(
+    precisions: Sequence[str] = ("fp32", "rtn-4bit", "rtn-3bit"), *, seed: int = 0, **chat_kwargs: Any
+) -> dict[str, Any]:
+    """A precision ladder of :class:`~precision_router.models.LocalChatModel` s over one tiny random model.
+
+    Returns ``{precision: model}``, highest precision first (pass it to ``from_ladder``); each
+    rung is a round-to-nearest copy (``"fp32"``: the model itself).
+    """
+    import copy
+
+    from precision_router.models.local import LocalChatModel
+    from precision_router.models.quantize import parse_precision, rtn_quantize_
+
+    tokenizer = tiny_tokenizer()
+    base = tiny_causal_lm(tokenizer, seed=seed)
+    chat_kwargs.setdefault("max_tokens", 8)
+    ladder = {}
+    for precision in precisions:
+        spec = parse_precision(precision)
+        model = copy.deepcopy(base)
+        if spec.method != "none":
+            rtn_quantize_(model, spec.bits, spec.group_size)
+        ladder[precision] = LocalChatModel(
+            hf_model=model, tokenizer=tokenizer, model_name=f"tiny@{spec.key}", **chat_kwargs
+        )
+    return ladder
 
 
 KL_PROMPTS = (

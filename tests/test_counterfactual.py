@@ -72,7 +72,7 @@ def test_a_window_and_a_random_base():
 def test_branch_router_passes_capabilities_through():
     probe = ProbeRouter([0.0] * len(FEATURES), 0.0, [0.0] * len(FEATURES), [1.0] * len(FEATURES))
     branch = BranchRouter(probe, 2)
-    assert branch.needs_low_scores is True and branch.name == "probe+high@2"
+    assert branch.needs_scores == ("low",) and branch.name == "probe+high@2"
     with pytest.raises(ValueError, match="window"):
         BranchRouter(probe, 0, window=0)
 

@@ -54,15 +54,17 @@ def test_router_specs(tmp_path):
 
 
 def test_calibrating_a_policy_on_recorded_low_distributions():
-    from precision_router.evaluation.calibration import calibrate_policy
+    from precision_router.evaluation.calibration import calibrate_policy, calibrated
     from precision_router.traces import Episode, Step
 
     steps = [
         Step(index=i, route="high", candidates=["a", "b"], logprobs={"low": [0.0, -0.1 * i], "high": [0.0, -5.0]})
         for i in range(20)
     ]
-    router = UncertaintyRouter(0.0)
-    threshold = calibrate_policy(router, [Episode(steps=steps)], 0.25)
+    base = UncertaintyRouter(0.0)
+    threshold = calibrate_policy(base, [Episode(steps=steps)], 0.25)
+    router = calibrated(base, [Episode(steps=steps)], 0.25)
+    assert router.threshold == threshold and base.threshold == 0.0 and base.name == "entropy@0"
     decided = [
         router.decide(RoutingState("t", extras={"low_logprobs": _log_softmax(s.logprobs["low"])})).route for s in steps
     ]

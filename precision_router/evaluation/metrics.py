@@ -20,7 +20,8 @@ class RunMetrics:
         episodes: number of episodes.
         success: success rate S.
         success_se: binomial standard error of S.
-        high_share: share of steps routed high, c (escalated steps count as high).
+        high_share: the cost-weighted share c: the steps' mean cost relative to the top precision
+            (with two precisions, the share of steps routed high; escalated steps count as high).
         token_high_share: share of input+output tokens processed by the high model.
         mean_steps: steps per episode.
         seconds_per_step: mean wall time of a step's model work (``latency_ms`` / 1000).
@@ -58,7 +59,7 @@ def summarize(episodes: Iterable[Episode]) -> RunMetrics:
         episodes=n,
         success=success,
         success_se=binomial_se(success, n),
-        high_share=sum(s.route == "high" for s in steps) / len(steps) if steps else float("nan"),
+        high_share=sum(s.relative_cost for s in steps) / len(steps) if steps else float("nan"),
         token_high_share=sum(t for t, r in tokens if r == "high") / total_tokens if total_tokens else float("nan"),
         mean_steps=len(steps) / n if n else float("nan"),
         seconds_per_step=sum(s.latency_ms for s in steps) / 1000 / len(steps) if steps else float("nan"),
@@ -67,7 +68,11 @@ def summarize(episodes: Iterable[Episode]) -> RunMetrics:
 
 
 def ghc(success: float, success_low: float, high_share: float) -> float:
-    """Gain per high-precision cost: ``(S - S_low) / c`` (``nan`` when ``c`` is 0)."""
+    """Gain per high-precision cost: ``(S - S_low) / c`` (``nan`` when ``c`` is 0).
+
+    ``c`` is the cost-weighted share (:attr:`RunMetrics.high_share`), so ladders of more than two
+    precisions compare with two-precision runs on one scale.
+    """
     return (success - success_low) / high_share if high_share > 0 else float("nan")
 
 

@@ -50,8 +50,9 @@ def load_precision_pair(
     low: str = "gptq-3bit",
     high: str = "fp32",
     *,
-    calibration: list[str] | None = None,
+    gptq_texts: list[str] | None = None,
     device: str | None = None,
+    calibration: list[str] | None = None,
     **chat_kwargs: Any,
 ) -> tuple[LocalChatModel, LocalChatModel]:
     """Load ``source`` at ``high`` precision and a ``low`` copy of it, sharing one tokenizer.
@@ -61,10 +62,12 @@ def load_precision_pair(
             file or a hub id.
         low: ``"gptq-3bit"`` / ``"gptq-4bit"`` (GPTQ via gptqmodel, cached on disk; on CPU the
             weights are dequantized to float32), ``"rtn-4bit"`` / ``"rtn-3bit"`` (round-to-nearest,
-            no calibration), ``"bf16"``, or the path of an already-quantized model folder.
+            no GPTQ texts needed), ``"bf16"``, or the path of an already-quantized model folder.
         high: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``.
-        calibration: texts for GPTQ (default: a small built-in chat set).
+        gptq_texts: the texts GPTQ quantizes on (default: a small built-in chat set,
+            :func:`~precision_router.models.gptq_texts.default_gptq_texts`).
         device: torch device (default: CPU, or CUDA for gptqmodel's kernels when available).
+        calibration: former name of ``gptq_texts``.
         chat_kwargs: passed to both :class:`LocalChatModel` s (``max_tokens``, ``temperature``...).
 
     Returns:
@@ -95,7 +98,7 @@ def load_precision_pair(
                 load_causal_lm(location, device=device, tokenizer=tokenizer).model, spec.bits, spec.group_size
             )
         else:
-            low_model = _load_gptq(str(source), location, name, spec, calibration, device)
+            low_model = _load_gptq(str(source), location, name, spec, gptq_texts or calibration, device)
     high_chat = LocalChatModel(
         hf_model=high_loaded.model,
         tokenizer=tokenizer,
@@ -116,7 +119,7 @@ def _cache_key(source: str, location: str, name: str) -> str:
 
 
 def _load_gptq(
-    source: str, location: str, name: str, spec: Any, calibration: list[str] | None, device: str | None
+    source: str, location: str, name: str, spec: Any, gptq_texts: list[str] | None, device: str | None
 ) -> Any:
     import torch
 
@@ -125,7 +128,7 @@ def _load_gptq(
         hf_dir = str(_materialise(location, name))
     use_kernels = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
     key = _cache_key(source, hf_dir, name)
-    folder = gptq_checkpoint(hf_dir, key, spec, calibration=calibration, dequantize=not use_kernels)
+    folder = gptq_checkpoint(hf_dir, key, spec, gptq_texts=gptq_texts, dequantize=not use_kernels)
     if use_kernels:
         from precision_router.models.quantize import _gptqmodel
 

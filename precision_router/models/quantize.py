@@ -121,23 +121,26 @@ def gptq_quantize(
     *,
     bits: int,
     group_size: int = 32,
-    calibration: list[str] | None = None,
+    gptq_texts: list[str] | None = None,
 ) -> Path:
-    """GPTQ-quantize the float model in ``hf_dir`` into ``out_dir`` (a gptqmodel checkpoint)."""
+    """GPTQ-quantize the float model in ``hf_dir`` into ``out_dir`` (a gptqmodel checkpoint).
+
+    ``gptq_texts``: the texts GPTQ measures the layers on (default :func:`default_gptq_texts`).
+    """
     import torch
 
     gptqmodel = _gptqmodel()
     from transformers import AutoTokenizer
 
-    from precision_router.models.calibration import default_calibration_texts
+    from precision_router.models.gptq_texts import default_gptq_texts
 
     out = Path(out_dir)
-    texts = calibration or default_calibration_texts(AutoTokenizer.from_pretrained(hf_dir))
+    texts = gptq_texts or default_gptq_texts(AutoTokenizer.from_pretrained(hf_dir))
     config = gptqmodel.QuantizeConfig(
         bits=bits, group_size=group_size, offload_to_disk_path=str(cache_dir("gptqmodel", "offload"))
     )
     start = time.perf_counter()
-    logger.info("GPTQ %d-bit (group %d) of %s on %d calibration texts", bits, group_size, hf_dir, len(texts))
+    logger.info("GPTQ %d-bit (group %d) of %s on %d texts", bits, group_size, hf_dir, len(texts))
     model = gptqmodel.GPTQModel.load(str(hf_dir), config, dtype=torch.float32)
     model.quantize(texts, batch_size=4)
     model.save(str(out))
@@ -180,7 +183,7 @@ def gptq_checkpoint(
     key: str,
     spec: QuantSpec,
     *,
-    calibration: list[str] | None = None,
+    gptq_texts: list[str] | None = None,
     dequantize: bool = True,
 ) -> Path:
     """The cached GPTQ copy of ``hf_dir`` for ``spec``, made on first use.
@@ -197,7 +200,7 @@ def gptq_checkpoint(
         return target
     with FileLock(str(root / f"{spec.key}.lock")):
         if not (packed / _DONE).exists():
-            gptq_quantize(hf_dir, packed, bits=spec.bits, group_size=spec.group_size, calibration=calibration)
+            gptq_quantize(hf_dir, packed, bits=spec.bits, group_size=spec.group_size, gptq_texts=gptq_texts)
             (packed / _DONE).write_text(json.dumps({"source": str(hf_dir), "spec": spec.key}))
         if dequantize and not (target / _DONE).exists():
             dequantize_gptq(packed, hf_dir, target)

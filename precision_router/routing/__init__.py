@@ -17,8 +17,12 @@ from precision_router.routing.base import (
     RouteDecision,
     Router,
     RoutingState,
+    ScoredRouter,
+    ScoreReader,
     format_step,
     history_from_steps,
+    router_window,
+    scores_needed,
 )
 
 if TYPE_CHECKING:
@@ -38,9 +42,13 @@ __all__ = [
     "RouterConfig",
     "RouterNet",
     "RoutingState",
+    "ScoreReader",
+    "ScoredRouter",
     "StepEncoder",
     "format_step",
     "history_from_steps",
+    "router_window",
+    "scores_needed",
 ]
 
 _LAZY = {

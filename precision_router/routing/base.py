@@ -8,19 +8,26 @@ import random
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
     "ROUTES",
     "AlwaysHigh",
     "AlwaysLow",
+    "RandomLadderRouter",
     "RandomRouter",
     "Route",
     "RouteDecision",
     "Router",
     "RoutingState",
+    "ScoreReader",
+    "ScoredRouter",
     "format_step",
     "history_from_steps",
+    "keyed_uniform",
+    "router_window",
+    "scores_needed",
+    "threshold_name",
 ]
 
 Route = Literal["high", "low"]
@@ -60,6 +67,26 @@ class RoutingState:
         """The router's input sequence as text: the task, then one text per past step."""
         return [self.task, *(format_step(a, o) for a, o in self.history)]
 
+    def window(self, max_steps: int) -> list[str]:
+        """What a sequence router reads of this state: :func:`router_window` of :meth:`step_texts`."""
+        return router_window(self.step_texts(), max_steps)
+
+
+T = TypeVar("T")
+
+
+def router_window(sequence: Sequence[T], max_steps: int) -> list[T]:
+    """The router's view of a step sequence ``[task, step_1 .. step_t]``: the task and the last ``max_steps`` steps.
+
+    The one definition of ``L_max`` truncation, shared by serving (:class:`~precision_router.LearnedRouter`),
+    training data and the network's batching, so training and serving never drift apart.
+    """
+    if max_steps < 1:
+        msg = f"max_steps must be positive, got {max_steps}"
+        raise ValueError(msg)
+    items = list(sequence)
+    return items if len(items) <= max_steps + 1 else [items[0], *items[-max_steps:]]
+
 
 def history_from_steps(actions: Sequence[str], observations: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """Pair each action with the observation that answered it.
@@ -71,11 +98,21 @@ def history_from_steps(actions: Sequence[str], observations: Sequence[str]) -> t
     return tuple((actions[i], observations[i + 1]) for i in range(min(len(actions), len(observations) - 1)))
 
 
+def keyed_uniform(seed: int, conversation_id: str, step_index: int) -> float:
+    """A uniform draw in ``[0, 1)`` that is a pure function of ``(seed, conversation, step)``."""
+    key = f"{seed}\x00{conversation_id}\x00{step_index}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
+
+
 @dataclass(frozen=True)
 class RouteDecision:
-    """A router's choice for one step: the route and the probability it gave to ``"high"``."""
+    """A router's choice for one step: the route and the probability it gave to the top precision.
 
-    route: Route
+    ``route`` is ``"high"`` / ``"low"``, or on a precision ladder the name of one rung (see
+    :class:`~precision_router.routing.ladder.PrecisionLadder`).
+    """
+
+    route: str
     p_high: float | None = None
 
 
@@ -83,12 +120,65 @@ class RouteDecision:
 class Router(Protocol):
     """Anything that maps a :class:`RoutingState` to a :class:`RouteDecision`."""
 
-    name: str
-    """Short policy name recorded in traces and response metadata (e.g. ``"random:0.3"``)."""
+    @property
+    def name(self) -> str:
+        """Short policy name recorded in traces and response metadata (e.g. ``"random:0.3"``)."""
+        ...
+
+    @property
+    def version(self) -> str | None:
+        """What identifies the policy's parameters (a learned router's weights fingerprint), or ``None``."""
+        ...
 
     def decide(self, state: RoutingState) -> RouteDecision:
         """Choose the precision for the step about to be taken."""
         ...
+
+
+@runtime_checkable
+class ScoreReader(Protocol):
+    """A router that reads the precisions' own scores of the candidate actions before deciding.
+
+    An agent that can score candidates (the ALFWorld agent in ``score`` mode) puts them in
+    ``state.extras`` (``"low_logprobs"``, ``"high_logprobs"``, their chosen actions, ``"kl"``).
+    """
+
+    @property
+    def needs_scores(self) -> tuple[str, ...]:
+        """Whose scores it reads: ``("low",)`` or ``("low", "high")``."""
+        ...
+
+
+def scores_needed(router: object) -> tuple[str, ...]:
+    """The precisions whose candidate scores ``router`` reads (``()`` for most routers)."""
+    return tuple(router.needs_scores) if isinstance(router, ScoreReader) else ()
+
+
+@runtime_checkable
+class ScoredRouter(Router, Protocol):
+    """A router that thresholds a per-step score: high when ``score(state) >= threshold``.
+
+    Threshold calibration (:func:`~precision_router.evaluation.calibration.calibrated`) reads
+    :meth:`score` on recorded steps and builds a new router with :meth:`with_threshold`.
+    """
+
+    @property
+    def threshold(self) -> float:
+        """The score at or above which a step goes high."""
+        ...
+
+    def score(self, state: RoutingState) -> float | None:
+        """The step's score (``None`` when the state lacks what the score needs)."""
+        ...
+
+    def with_threshold(self, threshold: float) -> ScoredRouter:
+        """A copy of this router with another threshold (and a name that says so)."""
+        ...
+
+
+def threshold_name(name: str, threshold: float) -> str:
+    """``name`` with its ``@<threshold>`` suffix replaced (``entropy@0`` -> ``entropy@1.25``)."""
+    return f"{name.split('@')[0]}@{threshold:.4g}"
 
 
 class AlwaysHigh:
@@ -113,8 +203,51 @@ class AlwaysLow:
         return RouteDecision("low", 0.0)
 
 
-class RandomRouter:
-    """Route each step high with probability ``p_high``.
+class RandomLadderRouter:
+    """Route each step to a rung drawn with fixed probabilities (the K-precision random baseline).
+
+    With a ``seed`` a step's draw is a pure function of ``(seed, conversation_id, step_index)``,
+    as for :class:`~precision_router.RandomRouter`.
+
+    Args:
+        shares: probability of each rung, by rung name (highest precision first); they must sum to 1.
+        seed: makes the draws reproducible; ``None`` draws from a private RNG.
+    """
+
+    version: str | None = None
+
+    def __init__(self, shares: Mapping[str, float], seed: int | None = None) -> None:
+        total = sum(shares.values())
+        if not shares or any(not 0 <= p <= 1 for p in shares.values()) or not math.isclose(total, 1.0, abs_tol=1e-9):
+            msg = f"shares must be probabilities per rung that sum to 1, got {dict(shares)}"
+            raise ValueError(msg)
+        self.shares = {str(k): float(v) for k, v in shares.items()}
+        self.seed = seed
+        self.name = "random-ladder:" + ",".join(f"{k}={v:g}" for k, v in self.shares.items())
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RandomLadderRouter({self.shares}, seed={self.seed})"
+
+    def decide(self, state: RoutingState) -> RouteDecision:
+        """A rung drawn by ``shares``; ``p_high`` is the first rung's share."""
+        if self.seed is None:
+            with self._lock:
+                u = self._rng.random()
+        else:
+            u = keyed_uniform(self.seed, state.conversation_id, state.step_index)
+        names = list(self.shares)
+        cumulative = 0.0
+        for name in names:
+            cumulative += self.shares[name]
+            if u < cumulative:
+                break
+        return RouteDecision(name, self.shares[names[0]])
+
+
+class RandomRouter(RandomLadderRouter):
+    """Route each step high with probability ``p_high`` (the two-rung :class:`RandomLadderRouter`).
 
     With a ``seed``, the draw for a step is a pure function of ``(seed, conversation_id,
     step_index)``: the same conversation gets the same routes however many run at once, which
@@ -125,28 +258,13 @@ class RandomRouter:
         seed: makes the draws reproducible; ``None`` draws from a private RNG.
     """
 
-    version: str | None = None
-
     def __init__(self, p_high: float, seed: int | None = None) -> None:
         if not 0.0 <= p_high <= 1.0 or math.isnan(p_high):
             msg = f"p_high must be within [0, 1], got {p_high}"
             raise ValueError(msg)
+        super().__init__({"high": float(p_high), "low": 1.0 - float(p_high)}, seed)
         self.p_high = float(p_high)
-        self.seed = seed
         self.name = f"random:{self.p_high:g}"
-        self._rng = random.Random()
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RandomRouter(p_high={self.p_high}, seed={self.seed})"
-
-    def _uniform(self, state: RoutingState) -> float:
-        if self.seed is None:
-            with self._lock:
-                return self._rng.random()
-        key = f"{self.seed}\x00{state.conversation_id}\x00{state.step_index}".encode()
-        return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
-
-    def decide(self, state: RoutingState) -> RouteDecision:
-        """``"high"`` with probability ``p_high``."""
-        return RouteDecision("high" if self._uniform(state) < self.p_high else "low", self.p_high)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
-from precision_router.routing.base import RouteDecision, Router, RoutingState
+from precision_router.routing.base import RouteDecision, Router, RoutingState, scores_needed
 
 __all__ = ["BudgetRouter"]
 
@@ -32,10 +31,15 @@ class BudgetRouter:
         self._spent: dict[str, set[int]] = {}
         self._lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("needs_low_scores", "needs_both_scores", "version"):
-            return getattr(self.router, name, None if name == "version" else False)
-        raise AttributeError(name)
+    @property
+    def needs_scores(self) -> tuple[str, ...]:
+        """The wrapped router's (it gets the same inputs)."""
+        return scores_needed(self.router)
+
+    @property
+    def version(self) -> str | None:
+        """The wrapped router's version."""
+        return self.router.version
 
     def __repr__(self) -> str:
         return f"BudgetRouter({self.router!r}, max_high={self.max_high})"

@@ -6,7 +6,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from precision_router.routing.base import ROUTES, Route, RouteDecision, RoutingState
+from precision_router.routing.base import ROUTES, Route, RouteDecision, RoutingState, threshold_name
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +30,8 @@ class LearnedRouter:
         threshold: ``p_high`` at or above which a step goes high.
         sample: draw routes instead of thresholding.
         seed: seed of the sampling generator.
+        name: the policy name recorded in traces.
+        version: what the traces record as the router's version (default: the weights' fingerprint).
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class LearnedRouter:
         sample: bool = False,
         seed: int | None = None,
         name: str = "learned",
+        version: str | None = None,
     ) -> None:
         import torch
 
@@ -57,7 +60,8 @@ class LearnedRouter:
         self.threshold = threshold
         self.sample = sample
         self.name = name
-        self.version = net.fingerprint()
+        self.seed = seed
+        self.version = version or net.fingerprint()
         self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self._lock = threading.Lock()
 
@@ -87,13 +91,25 @@ class LearnedRouter:
             raise CheckpointMismatchError(msg)
         return cls(net, encoder, **kwargs)  # type: ignore[arg-type]
 
+    def with_threshold(self, threshold: float) -> LearnedRouter:
+        """The same network at another threshold (named ``<name>@<threshold>``)."""
+        return LearnedRouter(
+            self.net,
+            self.encoder,
+            threshold=threshold,
+            sample=self.sample,
+            seed=self.seed,
+            name=threshold_name(self.name, threshold),
+            version=self.version,
+        )
+
     def sequence(self, state: RoutingState) -> torch.Tensor:
-        """The embedded input sequence for ``state`` (task + the last ``max_steps`` steps)."""
-        texts = state.step_texts()
-        keep = self.net.config.max_steps
-        if len(texts) > keep + 1:
-            texts = [texts[0], *texts[-keep:]]
-        return self.encoder.encode(texts)
+        """The embedded router input for ``state``: :meth:`RoutingState.window` (task + last ``max_steps`` steps)."""
+        return self.encoder.encode(state.window(self.net.config.max_steps))
+
+    def score(self, state: RoutingState) -> float:
+        """``p_high`` of ``state``."""
+        return float(self.probs(state)[-1])
 
     def probs(self, state: RoutingState) -> torch.Tensor:
         """Probabilities over the K routes for one state."""

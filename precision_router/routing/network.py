@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from precision_router.errors import CheckpointMismatchError
+from precision_router.routing.base import router_window
 
 __all__ = ["CHECKPOINT_FORMAT", "RouterConfig", "RouterNet", "pad_sequences"]
 
@@ -62,7 +63,7 @@ def pad_sequences(seqs: list[torch.Tensor], max_steps: int) -> tuple[torch.Tenso
     Returns:
         ``x`` of shape ``(B, T, E)`` (right-padded with zeros) and ``valid`` of shape ``(B, T)``.
     """
-    kept = [s if s.shape[0] <= max_steps + 1 else torch.cat([s[:1], s[-max_steps:]]) for s in seqs]
+    kept = [s[router_window(range(s.shape[0]), max_steps)] for s in seqs]
     longest = max(s.shape[0] for s in kept)
     x = kept[0].new_zeros(len(kept), longest, kept[0].shape[-1])
     valid = torch.zeros(len(kept), longest, dtype=torch.bool, device=x.device)

@@ -12,7 +12,7 @@ Their cost is counted like every policy's, as the share of steps they route high
   on ``collect-kl`` traces to a share): the best a router trained on KL labels could do.
 
 Both need ``state.extras`` from an agent that scores every candidate with both precisions
-before deciding (the ALFWorld agent does so for routers with ``needs_both_scores``).
+before deciding (the ALFWorld agent does so for routers whose ``needs_scores`` is ``("low", "high")``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class OracleDisagree:
 
     name = "oracle-disagree"
     version: str | None = None
-    needs_both_scores = True
+    needs_scores = ("low", "high")
 
     def __repr__(self) -> str:
         return "OracleDisagree()"
@@ -49,7 +49,7 @@ class OracleKL:
     """
 
     version: str | None = None
-    needs_both_scores = True
+    needs_scores = ("low", "high")
 
     def __init__(self, threshold: float) -> None:
         self.threshold = float(threshold)
@@ -57,6 +57,10 @@ class OracleKL:
 
     def __repr__(self) -> str:
         return f"OracleKL(threshold={self.threshold})"
+
+    def with_threshold(self, threshold: float) -> OracleKL:
+        """The KL oracle at another threshold."""
+        return OracleKL(threshold)
 
     def score(self, state: RoutingState) -> float | None:
         """The step's KL (``None`` when the agent did not provide it)."""

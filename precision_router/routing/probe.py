@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from precision_router.errors import PrecisionRouterError
-from precision_router.routing.base import RouteDecision, RoutingState
+from precision_router.routing.base import RouteDecision, RoutingState, threshold_name
 
 __all__ = ["FEATURES", "ProbeCheckpointError", "ProbeRouter", "ProbeTrainingError", "probe_features", "train_probe"]
 
@@ -98,7 +98,7 @@ class ProbeRouter:
         name: policy name recorded in traces.
     """
 
-    needs_low_scores = True
+    needs_scores = ("low",)
 
     def __init__(
         self,
@@ -135,6 +135,12 @@ class ProbeRouter:
 
     def __repr__(self) -> str:
         return f"ProbeRouter(threshold={self.threshold:.4g}, version={self.version!r})"
+
+    def with_threshold(self, threshold: float) -> ProbeRouter:
+        """The same probe at another threshold (named ``<name>@<threshold>``)."""
+        return ProbeRouter(
+            self.weights, self.bias, self.mean, self.std, threshold=threshold, name=threshold_name(self.name, threshold)
+        )
 
     def score(self, state: RoutingState) -> float:
         """``p_high`` of ``state``."""
@@ -239,6 +245,6 @@ def train_probe(
 
 def recorded_extras(step: Any) -> dict[str, Any]:
     """The signals a trace step recorded, as the ``extras`` the probe reads (``low_logprobs``)."""
-    from precision_router.evaluation.calibration import _recorded_state
+    from precision_router.evaluation.calibration import recorded_state
 
-    return dict(_recorded_state(step).extras)
+    return dict(recorded_state(step).extras)

@@ -39,7 +39,7 @@ class UncertaintyRouter:
     """Route high when the low model's uncertainty about the next action reaches ``threshold``.
 
     Needs ``state.extras["low_logprobs"]``: the low model's log-distribution over the candidate
-    actions (the ALFWorld agent provides it when a router sets ``needs_low_scores``). States
+    actions (the ALFWorld agent provides it to routers whose ``needs_scores`` names ``"low"``). States
     without it go low.
 
     Args:
@@ -48,7 +48,7 @@ class UncertaintyRouter:
         measure: ``"entropy"`` or ``"margin"`` (minus the gap between the two best log-probs).
     """
 
-    needs_low_scores = True
+    needs_scores = ("low",)
     version: str | None = None
 
     def __init__(self, threshold: float, measure: Measure = "entropy") -> None:
@@ -59,6 +59,10 @@ class UncertaintyRouter:
 
     def __repr__(self) -> str:
         return f"UncertaintyRouter(threshold={self.threshold}, measure={self.measure!r})"
+
+    def with_threshold(self, threshold: float) -> UncertaintyRouter:
+        """The same measure at another threshold."""
+        return UncertaintyRouter(threshold, self.measure)
 
     def score(self, state: RoutingState) -> float | None:
         """The uncertainty score of ``state`` (``None`` when the low model's scores are missing)."""

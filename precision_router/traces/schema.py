@@ -30,6 +30,11 @@ class Step(BaseModel):
     observation: str = ""
     action: str = ""
     route: Literal["high", "low"]
+    """``"high"`` for the top precision, ``"low"`` for any cheaper one (see ``rung``)."""
+    rung: str | None = None
+    """The precision that answered, by name (``"high"`` / ``"low"``, or a ladder rung such as ``"gptq-4bit"``)."""
+    cost: float | None = None
+    """The rung's cost relative to the top rung (1 for ``high``, 0 for ``low`` in a two-rung setup)."""
     p_high: float | None = None
     policy: str = ""
     model: str = ""
@@ -45,6 +50,11 @@ class Step(BaseModel):
     kl: float | None = None
     """``KL(pi_low || pi_high)`` over the candidates, when both distributions were scored."""
     info: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def relative_cost(self) -> float:
+        """The step's cost relative to the top precision (records without ``cost``: 1 if high, else 0)."""
+        return self.cost if self.cost is not None else float(self.route == "high")
 
 
 class Episode(BaseModel):

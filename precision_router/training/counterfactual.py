@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from precision_router.routing.base import RouteDecision, Router, RoutingState
+from precision_router.routing.base import RouteDecision, Router, RoutingState, scores_needed
 from precision_router.traces.schema import Episode
 
 __all__ = ["INFO_KEY", "BranchRouter", "CounterfactualLabel", "counterfactual_labels", "label_of"]
@@ -33,8 +33,8 @@ INFO_KEY = "counterfactual"
 class BranchRouter:
     """``base``'s decisions, except that steps ``start .. start + window - 1`` go high.
 
-    Capabilities of ``base`` (``needs_low_scores``, ``needs_both_scores``) pass through, so an
-    agent gives it the same inputs it gives the base.
+    The scores ``base`` reads (``needs_scores``) pass through, so an agent gives it the same
+    inputs it gives the base.
     """
 
     version: str | None = None
@@ -46,10 +46,10 @@ class BranchRouter:
         self.base, self.start, self.window = base, start, window
         self.name = f"{base.name}+high@{start}" + (f"x{window}" if window > 1 else "")
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("needs_low_scores", "needs_both_scores"):
-            return getattr(self.base, name, False)
-        raise AttributeError(name)
+    @property
+    def needs_scores(self) -> tuple[str, ...]:
+        """The base's (an agent gives the branch the same inputs)."""
+        return scores_needed(self.base)
 
     def decide(self, state: RoutingState) -> RouteDecision:
         """High inside the window; the base's decision elsewhere."""

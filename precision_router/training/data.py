@@ -106,12 +106,7 @@ def sequences(
     records: Sequence[StepRecord], cache: EmbeddingCache, max_steps: int, progress: bool = False
 ) -> list[torch.Tensor]:
     """The embedded router input ``[z_task, z_1 .. z_t]`` of each record (last ``max_steps`` steps kept)."""
-    texts_per_record = []
-    for record in records:
-        texts = record.state.step_texts()
-        if len(texts) > max_steps + 1:
-            texts = [texts[0], *texts[-max_steps:]]
-        texts_per_record.append(texts)
+    texts_per_record = [record.state.window(max_steps) for record in records]
     vectors = cache.embed((t for texts in texts_per_record for t in texts), progress=progress)
     cache.save()
     return [torch.stack([vectors[t] for t in texts]) for texts in texts_per_record]

@@ -178,16 +178,15 @@ def train_grpo(
         start_iteration, history = saved["iteration"], saved["history"]
         logger.info("resuming GRPO at iteration %d", start_iteration)
     cache = EmbeddingCache(encoder, embedding_cache or out.with_name(out.name + ".emb.pt"))
-    router = LearnedRouter(net.eval(), encoder, sample=True, seed=config.seed, name="grpo")
     rng = random.Random(config.seed)
     schedule = [
         rng.sample(list(tasks), k=min(config.tasks_per_iteration or len(tasks), len(tasks)))
         for _ in range(config.iterations)
     ]
     for iteration in tqdm(range(start_iteration, config.iterations), desc="GRPO", disable=not progress):
-        net.eval()
-        router.version = f"grpo-{iteration}"
-        router._generator = torch.Generator().manual_seed(config.seed * 100_003 + iteration)
+        # this iteration's sampling policy: the current weights, a seed of its own
+        seed = config.seed * 100_003 + iteration
+        router = LearnedRouter(net.eval(), encoder, sample=True, seed=seed, name="grpo", version=f"grpo-{iteration}")
         groups: list[tuple[list[Episode], list[float]]] = []
         for task in schedule[iteration]:
             episodes = [rollout(router, task, iteration, i) for i in range(config.group_size)]

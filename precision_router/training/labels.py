@@ -34,7 +34,7 @@ def labelled_states(
         EmptyTraceSetError: no step of ``episodes`` carries what ``by`` needs.
         ValueError: an unknown label source.
     """
-    from precision_router.evaluation.calibration import _recorded_state
+    from precision_router.evaluation.calibration import recorded_state
     from precision_router.training.counterfactual import label_of
     from precision_router.training.data import episode_states
     from precision_router.training.klst import kl_labels
@@ -61,8 +61,7 @@ def labelled_states(
                     )
             if label is None:
                 continue
-            extras = dict(_recorded_state(step).extras)
-            states.append(RoutingState(record.state.task, record.state.history, record.state.conversation_id, extras))
+            states.append(recorded_state(step, record.state))
             labels.append(label)
             if by == "kl":
                 kls.append(float(step.kl))  # type: ignore[arg-type]

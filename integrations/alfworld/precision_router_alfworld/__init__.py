@@ -19,11 +19,14 @@ if TYPE_CHECKING:
     from precision_router_alfworld.generate import DIFFICULTIES, generate_games
     from precision_router_alfworld.prompts import Example, PromptConfig
     from precision_router_alfworld.runner import RunResult, run_games
+    from precision_router_alfworld.settings import SETTINGS, AgentOptions
 
 __all__ = [
     "DIFFICULTIES",
     "TASK_TYPES",
+    "SETTINGS",
     "AgentConfig",
+    "AgentOptions",
     "AlfworldAgent",
     "Example",
     "PromptConfig",
@@ -54,7 +57,9 @@ _LAZY: dict[str, str] = {
     "game_transcript": "precision_router_alfworld.fewshot",
     "DIFFICULTIES": "precision_router_alfworld.generate",
     "generate_games": "precision_router_alfworld.generate",
-    "AgentConfig": "precision_router_alfworld.agent",
+    "AgentConfig": "precision_router_alfworld.settings",
+    "AgentOptions": "precision_router_alfworld.settings",
+    "SETTINGS": "precision_router_alfworld.settings",
     "AlfworldAgent": "precision_router_alfworld.agent",
     "Example": "precision_router_alfworld.prompts",
     "PromptConfig": "precision_router_alfworld.prompts",

@@ -9,9 +9,12 @@ Three nodes run in a loop until the game is won or the step cap is reached:
   command is escalated to the high model (low route) or mapped to the closest admissible one;
 - ``env`` plays the command in ALFWorld and records the step in the trace.
 
-The agent's model is a :class:`~precision_router.RoutedChatModel`: its router, its conversation
-tracker and its trace store are the ones used here, so an ALFWorld episode is recorded exactly
-like any other routed conversation.
+The agent's model is a :class:`~precision_router.RoutedChatModel` (two precisions, or a ladder
+from :meth:`~precision_router.RoutedChatModel.from_ladder`); every step goes through the core's
+routed-step lifecycle (:class:`~precision_router.step.RoutedStep`): the tracker decides, the
+chosen rung acts, an unusable reply escalates to the top rung by the core's escalation rule (the
+agent's validator: the command must be admissible), and the step is recorded as every entry
+point records it.
 """
 
 from __future__ import annotations
@@ -22,71 +25,26 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import torch
+from langchain_core.messages import AIMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from precision_router.chat_model import RoutedChatModel
+from precision_router.models.local import LocalChatModel
 from precision_router.models.scoring import ActionScorer, action_log_probs, kl_divergence
-from precision_router.traces.schema import Episode, Step
-from precision_router_alfworld.prompts import Example, PromptConfig, build_messages
+from precision_router.routing.base import scores_needed
+from precision_router.step import RoutedStep
+from precision_router.traces.schema import Episode
+from precision_router_alfworld.prompts import Example, build_messages
+from precision_router_alfworld.settings import AgentConfig
 
 __all__ = ["AgentConfig", "AlfworldAgent"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    """How the agent acts.
-
-    Attributes:
-        mode: ``"score"`` (pick the likeliest admissible command) or ``"generate"`` (write it).
-        max_steps: step cap per episode (ReAct uses 50).
-        normalize: ``"sum"`` of token log-likelihoods per command, or their ``"mean"``.
-        repeat_penalty: nats subtracted from a command's score per time it was played in the
-            last ``repeat_window`` steps (loop avoidance); 0 disables.
-        repeat_window: how many recent steps the penalty looks at.
-        undo_penalty: nats subtracted from the command that would undo the previous one
-            (``move X to R`` right after ``take X from R``, ``close R`` after ``open R`` and
-            back); 0 disables.
-        calibration: contextual calibration: subtract this multiple of each command's score in a
-            neutral context (no task, no observations), which removes the model's prior
-            preference for some commands (short ``go to`` ones); 0 disables.
-        score_both: in ``score`` mode, score with both precisions at every step and record both
-            distributions and ``KL(pi_low || pi_high)`` in the trace (KL collection).
-        exclude: commands never offered as candidates: an entry removes the command equal to
-            it and every command that starts with it followed by a space, so ``"close"`` removes
-            all ``close ...`` commands and ``"look"`` removes ``look``.
-        prompt: prompt options (``restate_goal``; thoughts are on in ``generate`` mode).
-        max_new_tokens: ``generate`` mode: most tokens per command.
-        match_cutoff: ``generate`` mode: similarity (0-1) above which an inadmissible command is
-            mapped to the closest admissible one.
-    """
-
-    mode: Literal["score", "generate"] = "score"
-    max_steps: int = 30
-    normalize: Literal["sum", "mean"] = "sum"
-    repeat_penalty: float = 0.0
-    repeat_window: int = 4
-    undo_penalty: float = 0.0
-    calibration: float = 0.0
-    score_both: bool = False
-    exclude: tuple[str, ...] = ("help",)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    max_new_tokens: int = 24
-    match_cutoff: float = 0.6
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("score", "generate"):
-            msg = f"mode must be 'score' or 'generate', got {self.mode!r}"
-            raise ValueError(msg)
-        if self.max_steps < 1:
-            msg = f"max_steps must be positive, got {self.max_steps}"
-            raise ValueError(msg)
 
 
 _TAKE = re.compile(r"^take (.+) from (.+)$")
@@ -120,6 +78,7 @@ class EpisodeState(TypedDict, total=False):
     admissible: list[str]
     route: str
     p_high: float | None
+    step: RoutedStep
     action: str
     scored: dict[str, list[float]]
     pending: dict[str, Any]
@@ -157,24 +116,31 @@ class AlfworldAgent:
         self.config = config or AgentConfig()
         self.examples = examples or (lambda task_type: ())
         self.tracker = model.tracker
+        self.ladder = model.ladder
         self.scorers: dict[str, ActionScorer] = {}
+        self._locals: dict[str, LocalChatModel] = {}
         self._neutral_scorers: dict[str, ActionScorer] = {}
         self._neutral: dict[str, dict[str, float]] = {}
         if self.config.mode == "score":
-            for route, chat in (("high", model.high), ("low", model.low)):
-                hf_model = getattr(chat, "hf_model", None)
-                if hf_model is None:
-                    msg = f"score mode needs local models (LocalChatModel); the {route} model is {type(chat).__name__}"
+            for rung, chat in zip(self.ladder.names, model.models, strict=True):
+                if not isinstance(chat, LocalChatModel):
+                    msg = f"score mode needs local models (LocalChatModel); the {rung} model is {type(chat).__name__}"
                     raise TypeError(msg)
-                chat.ensure_loaded()  # type: ignore[attr-defined]
-                self.scorers[route] = ActionScorer(chat.hf_model, chat.tokenizer)  # type: ignore[attr-defined]
-        needs_scores = getattr(model.router, "needs_low_scores", False) or getattr(
-            model.router, "needs_both_scores", False
-        )
-        if needs_scores and self.config.mode != "score":
+                chat.ensure_loaded()
+                self._locals[rung] = chat
+                self.scorers[rung] = ActionScorer(chat.hf_model, chat.tokenizer)
+        self.needs_scores = scores_needed(model.router)
+        if self.needs_scores and self.config.mode != "score":
             msg = f"the {model.router.name} router reads the low model's action scores: use mode='score'"
             raise ValueError(msg)
         self.graph = self._build()
+
+    def _rung(self, route: str) -> str:
+        """The rung a route names (``"high"`` / ``"low"``: the top / bottom rung)."""
+        return self.ladder.names[self.ladder.index(route)]
+
+    def _local(self, route: str) -> LocalChatModel:
+        return self._locals[self._rung(route)]
 
     # -- graph -------------------------------------------------------------------------------
     def _build(self) -> Any:
@@ -192,24 +158,41 @@ class AlfworldAgent:
         history = [(a, o) for a, o in state.get("turns", [])]
         extras: dict[str, Any] = {}
         scored: dict[str, list[float]] = {}
-        router = self.tracker.router
-        wanted = ("low", "high") if getattr(router, "needs_both_scores", False) else ()
-        if not wanted and getattr(router, "needs_low_scores", False):
-            wanted = ("low",)
+        wanted = ("low", "high") if "high" in self.needs_scores else self.needs_scores
         if wanted:
             # the router reads the models' own scores of the candidates before deciding
             candidates = self._candidates(state)
-            prompt = self.model.low.render(self._messages(state, runtime))  # type: ignore[attr-defined]
+            prompt = self._local("low").render(self._messages(state, runtime))
             for route in wanted:
-                scores = self.scorers[route].score(prompt, candidates, normalize=self.config.normalize)
-                scored[route] = scores.tolist()
+                rung = self._rung(route)
+                scores = self.scorers[rung].score(prompt, candidates, normalize=self.config.normalize)
+                scored[rung] = scores.tolist()
                 extras[f"{route}_logprobs"] = action_log_probs(scores).tolist()
-                extras[f"{route}_choice"] = candidates[int(self._penalized(scores, route, state).argmax())]
+                extras[f"{route}_choice"] = candidates[int(self._penalized(scores, rung, state).argmax())]
             if len(wanted) == 2:
-                low, high = (torch.tensor(scored[r], dtype=torch.float64) for r in ("low", "high"))
+                low, high = (torch.tensor(scored[self._rung(r)], dtype=torch.float64) for r in ("low", "high"))
                 extras["kl"] = kl_divergence(action_log_probs(low), action_log_probs(high))
         decision = self.tracker.decide(state["conversation_id"], state["task"], history, extras)
-        return {"route": decision.route, "p_high": decision.p_high, "scored": scored}
+        admissible = self._candidates(state)
+
+        def admissible_command(reply: AIMessage) -> str | None:
+            text = _command(reply)
+            ok = text.lower().startswith("think:") or text in admissible
+            return None if ok else f"inadmissible command {text!r}"
+
+        step = RoutedStep.for_decision(
+            self.tracker,
+            state["conversation_id"],
+            decision,
+            self.model.models,
+            escalate=self.model.escalate_on_parse_error,
+            task=state["task"],
+            observation=state["observation"],
+            index=len(history),
+            output_validator=admissible_command,
+        )
+        rung = self._rung(decision.route)
+        return {"route": rung, "p_high": decision.p_high, "scored": scored, "step": step}
 
     def _messages(self, state: EpisodeState, runtime: Runtime[EpisodeContext]) -> list[Any]:
         prompt = self.config.prompt
@@ -238,12 +221,13 @@ class AlfworldAgent:
 
     def _act_by_score(self, state: EpisodeState, messages: list[Any]) -> tuple[str, dict[str, Any]]:
         route = state["route"]
-        chat = self.model.high if route == "high" else self.model.low
-        prompt = chat.render(messages)  # type: ignore[attr-defined]
+        chat = self._local(route)
+        prompt = chat.render(messages)
         candidates = self._candidates(state)
         scored = state.get("scored") or {}
         both = self.config.score_both or len(scored) == 2
-        routes = ("high", "low") if both else (route,)
+        top, bottom = self.ladder.names[0], self.ladder.names[-1]
+        routes = list(dict.fromkeys((top, bottom, route) if both else (route,)))
         scores = {}
         for r in routes:
             if r in scored:
@@ -255,20 +239,19 @@ class AlfworldAgent:
         pending: dict[str, Any] = {
             "candidates": candidates,
             "logprobs": {r: [round(float(v), 5) for v in s] for r, s in scores.items()},
-            "input_tokens": len(chat.tokenizer(prompt, add_special_tokens=False).input_ids),  # type: ignore[attr-defined]
-            "model": getattr(chat, "model_name", route),
+            "input_tokens": len(chat.tokenizer(prompt, add_special_tokens=False).input_ids),
         }
         if both:
-            pending["kl"] = kl_divergence(action_log_probs(scores["low"]), action_log_probs(scores["high"]))
+            pending["kl"] = kl_divergence(action_log_probs(scores[bottom]), action_log_probs(scores[top]))
         return action, pending
 
     def _penalized(self, scores: torch.Tensor, route: str, state: EpisodeState) -> torch.Tensor:
-        """The candidates' scores after the agent's own adjustments (calibration, undo and repeat penalties)."""
+        """The candidates' scores after the agent's own adjustments (contextual calibration, undo, repeats)."""
         candidates = self._candidates(state)
         chosen = scores.clone()
         recent = [a for a, _ in state.get("turns", [])[-self.config.repeat_window :]]
-        if self.config.calibration:
-            chosen -= self.config.calibration * self._neutral_scores(route, candidates)
+        if self.config.contextual_calibration:
+            chosen -= self.config.contextual_calibration * self._neutral_scores(route, candidates)
         if self.config.undo_penalty and recent:
             undo = inverse_command(recent[-1])
             for i, command in enumerate(candidates):
@@ -284,11 +267,11 @@ class AlfworldAgent:
         cache = self._neutral.setdefault(route, {})
         missing = [c for c in candidates if c not in cache]
         if missing:
-            chat = self.model.high if route == "high" else self.model.low
+            chat = self._local(route)
             scorer = self._neutral_scorers.get(route)
             if scorer is None:
-                scorer = self._neutral_scorers[route] = ActionScorer(chat.hf_model, chat.tokenizer)  # type: ignore[attr-defined]
-            prompt = chat.render(build_messages("You are in a room.", [], config=self.config.prompt))  # type: ignore[attr-defined]
+                scorer = self._neutral_scorers[route] = ActionScorer(chat.hf_model, chat.tokenizer)
+            prompt = chat.render(build_messages("You are in a room.", [], config=self.config.prompt))
             for command, value in zip(
                 missing, scorer.score(prompt, missing, normalize=self.config.normalize), strict=True
             ):
@@ -296,58 +279,39 @@ class AlfworldAgent:
         return torch.tensor([cache[c] for c in candidates], dtype=torch.float64)
 
     def _act_by_generation(self, state: EpisodeState, messages: list[Any]) -> tuple[str, dict[str, Any]]:
-        route = state["route"]
+        step = state["step"]
         admissible = self._candidates(state)
-        pending: dict[str, Any] = {"candidates": admissible, "escalated": False, "info": {}}
-        chat = self.model.high if route == "high" else self.model.low
-        text = self._generate(chat, messages, pending)
-        ok = text.lower().startswith("think:") or text in admissible
-        if not ok and route == "low" and self.model.escalate_on_parse_error:
-            pending["escalated"] = True
-            pending["escalation_reason"] = f"inadmissible command {text!r}"
-            pending["info"]["low_action"] = text
-            chat = self.model.high
-            text = self._generate(chat, messages, pending)
-            ok = text.lower().startswith("think:") or text in admissible
-        if not ok:
+        pending: dict[str, Any] = {"candidates": admissible, "info": {}}
+        reply = self._generate(step.model, messages, pending)
+        escalation = step.escalation(reply)
+        if escalation:
+            pending["escalation"] = escalation
+            pending["info"]["low_action"] = _command(reply)
+            reply = self._generate(step.escalate_to, messages, pending)
+        text = _command(reply)
+        if not (text.lower().startswith("think:") or text in admissible):
             match = difflib.get_close_matches(text, admissible, n=1, cutoff=self.config.match_cutoff)
             if match:
                 pending["info"]["mapped_from"] = text
                 text = match[0]
-        pending["model"] = getattr(chat, "model_name", route)
         return text, pending
 
-    def _generate(self, chat: Any, messages: list[Any], pending: dict[str, Any]) -> str:
+    def _generate(self, chat: Any, messages: list[Any], pending: dict[str, Any]) -> AIMessage:
         reply = chat.invoke(messages, stop=["\n"], max_tokens=self.config.max_new_tokens)
         usage = reply.usage_metadata or {}
         pending["input_tokens"] = pending.get("input_tokens", 0) + usage.get("input_tokens", 0)
         pending["output_tokens"] = pending.get("output_tokens", 0) + usage.get("output_tokens", 0)
-        return str(reply.content).strip().rstrip(".").strip()
+        return reply if isinstance(reply, AIMessage) else AIMessage(content=str(reply.content))
 
     def _env(self, state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
         env = runtime.context.env
         action = state["action"]
         observation, won, done, info = env.step(action)
         pending = dict(state["pending"])
-        escalated = bool(pending.pop("escalated", False))
-        route = "high" if escalated else state["route"]
+        escalation = pending.pop("escalation", None)
         step_info = pending.pop("info", {}) or {}
         step_info["valid"] = bool(info.get("valid", True))
-        self.tracker.record(
-            state["conversation_id"],
-            Step(
-                index=len(state.get("turns", [])),
-                observation=state["observation"],
-                action=action,
-                route=route,  # type: ignore[arg-type]
-                p_high=state.get("p_high"),
-                policy=self.tracker.policy_name,
-                escalated=escalated,
-                info=step_info,
-                **pending,
-            ),
-            task=state["task"],
-        )
+        state["step"].finish(None, escalation, action=action, info=step_info, **pending)
         turns = [*state.get("turns", []), (action, observation)]
         done = bool(done or won or len(turns) >= self.config.max_steps)
         return {
@@ -393,3 +357,8 @@ class AlfworldAgent:
             msg = "the episode recorded no steps"
             raise RuntimeError(msg)
         return episode
+
+
+def _command(reply: AIMessage) -> str:
+    """The command a generated reply names (first line, no trailing period)."""
+    return str(reply.content).strip().rstrip(".").strip()

@@ -1,4 +1,10 @@
-"""``precision-router alfworld run|generate``: the ALFWorld subcommands (registered by the main CLI)."""
+"""The ALFWorld subcommands of ``precision-router`` (``alfworld``, ``eval``, ``collect-kl``, ...): parsing only.
+
+Each command parses its arguments into :class:`~precision_router_alfworld.settings.AgentOptions`
+and calls the factory (:mod:`precision_router_alfworld.factory`) and the runner. The commands
+reach the main CLI through the ``precision_router.commands`` entry-point group declared in this
+package's ``pyproject.toml``.
+"""
 
 from __future__ import annotations
 
@@ -7,45 +13,13 @@ import logging
 import sys
 from pathlib import Path
 
-__all__ = ["SETTINGS", "add_arguments", "build_agent", "run"]
+from precision_router.cli import Command
+from precision_router_alfworld.factory import build_agent, file_digest, load_models, policy_key, resolve_games, run_name
+from precision_router_alfworld.settings import SETTINGS, AgentOptions
+
+__all__ = ["add_agent_arguments", "add_arguments", "run"]
 
 logger = logging.getLogger(__name__)
-
-SETTINGS: dict[str, dict[str, object]] = {
-    # The benchmark setting of the routing study (README, "The benchmark setting"): on generated
-    # `trivial` games SmolLM2-135M wins 41.7 % at fp32 and 20.8 % at GPTQ 3-bit.
-    "benchmark": {
-        "model": "smollm2-135m-instruct",
-        "high": "fp32",
-        "low": "gptq-3bit",
-        "mode": "score",
-        "max_steps": 30,
-        "exclude": ["help", "look", "inventory", "close", "examine"],
-        "repeat_penalty": 10.0,
-        "repeat_window": 8,
-        "restate_goal": True,
-        "track_inventory": True,
-        "difficulty": "trivial",  # of the games generated when no ALFWorld data is given
-    },
-    # The real-game setting: SmolLM2-135M fine-tuned on ALFWorld walkthroughs (the shipped adapter,
-    # `precision-router alfworld finetune`) on the real games, prompted as it was trained.
-    "real": {
-        "model": "smollm2-135m-alfworld",
-        "high": "fp32",
-        "low": "gptq-3bit",
-        "mode": "score",
-        "split": "valid_seen",
-        "max_steps": 50,
-        "exclude": ["help", "look", "inventory", "close", "examine"],
-        "repeat_penalty": 2.0,
-        "repeat_window": 8,
-        "restate_goal": False,
-        "track_inventory": True,
-        "instructions": False,
-        "fewshot": 0,
-    },
-}
-"""Named bundles of agent options for ``--setting NAME``."""
 
 
 class _SettingAction(argparse.Action):
@@ -90,7 +64,23 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--undo-penalty", type=float, default=0.0, help="nats against undoing the last command")
     parser.add_argument("--restate-goal", action="store_true", help="append the task to every observation")
     parser.add_argument("--track-inventory", action="store_true", help="append what the agent carries to observations")
-    parser.add_argument("--calibration", type=float, default=0.0, help="contextual calibration weight (0: off)")
+    parser.add_argument(
+        "--contextual-calibration",
+        type=float,
+        default=0.0,
+        help="subtract this multiple of each command's score in a neutral context (0: off)",
+    )
+    parser.add_argument("--calibration", dest="contextual_calibration", type=float, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--ladder",
+        nargs="+",
+        default=None,
+        metavar="PRECISION",
+        help="route over these precisions, highest first (e.g. fp32 gptq-4bit gptq-3bit) instead of --high/--low",
+    )
+    parser.add_argument(
+        "--ladder-costs", nargs="+", type=float, default=None, help="each --ladder rung's cost (default: linear 1..0)"
+    )
     parser.add_argument(
         "--no-instructions",
         dest="instructions",
@@ -236,13 +226,15 @@ def train_grpo_command(args: argparse.Namespace) -> int:
     from precision_router import JsonlTraceStore
     from precision_router.routing.encoder import StepEncoder
     from precision_router.training.grpo import GRPOConfig, train_grpo
+    from precision_router_alfworld.agent import AlfworldAgent
     from precision_router_alfworld.env import AlfworldEnv
 
-    games = {g.name: g for g in resolve_games(args)}
+    options = AgentOptions.of(args)
+    games = {g.name: g for g in resolve_games(options)}
     store = JsonlTraceStore(args.traces)
     recorded = {(e.info.get("run"), e.info.get("game")): e for e in store}
-    pair = load_pair(args)
-    agents: dict[int, object] = {}
+    models = load_models(options)
+    agents: dict[int, tuple[object, AlfworldAgent]] = {}
     envs: list[AlfworldEnv] = []
 
     def rollout(router, task, iteration, sample):  # type: ignore[no-untyped-def]
@@ -252,14 +244,13 @@ def train_grpo_command(args: argparse.Namespace) -> int:
             run_key = f"grpo-ref|{router.name}" + ("" if fixed else f"|{args.out.name}|it{iteration}")
         if (run_key, task) in recorded:
             return recorded[(run_key, task)]
-        agent = agents.get(id(router))
-        if agent is None:
-            agent = agents[id(router)] = build_agent(args, router, store, pair=pair)
+        cached = agents.get(id(router))  # the router is kept with its agent, so its id is never reused
+        if cached is None or cached[0] is not router:
+            cached = agents[id(router)] = (router, build_agent(options, router, store, pair=models))
+        agent = cached[1]
         if not envs:
             envs.append(AlfworldEnv(games[task], max_steps=args.max_steps))
-        return agent.run_episode(  # type: ignore[attr-defined]
-            envs[0], conversation_id=f"{run_key}:{task}", game=games[task], info={"run": run_key}
-        )
+        return agent.run_episode(envs[0], conversation_id=f"{run_key}:{task}", game=games[task], info={"run": run_key})
 
     config = GRPOConfig(
         group_size=args.group_size,
@@ -291,19 +282,22 @@ def train_grpo_command(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router alfworld eval``: every policy on the same games, one report."""
     from precision_router import JsonlTraceStore
-    from precision_router.evaluation.calibration import calibrate_policy
+    from precision_router.evaluation.calibration import calibrated
     from precision_router.evaluation.report import PolicyResult, paired_table, plot_frontier, report_table
+    from precision_router.routing.base import Router
     from precision_router.routing.spec import router_from_spec
     from precision_router_alfworld.runner import run_games
 
-    games = resolve_games(args)
+    options = AgentOptions.of(args)
+    games = resolve_games(options)
     store = JsonlTraceStore(args.traces)
     calibration = JsonlTraceStore(args.calibration_traces).read() if args.calibration_traces else None
-    pair = load_pair(args)
+    models = load_models(options)
     results = []
     calibrated_on = file_digest(args.calibration_traces) if args.calibration_traces else None
     for spec in args.policies:
         label = spec
+        router: Router
         if spec.startswith("oracle-kl:"):  # the KL oracle at a share: its threshold set on the traces
             spec = f"calibrated:oracle-kl@0:{spec.removeprefix('oracle-kl:')}"
         if spec.startswith("calibrated:"):
@@ -311,16 +305,16 @@ def evaluate(args: argparse.Namespace) -> int:
             if calibration is None:
                 print("calibrated policies need --calibration-traces", file=sys.stderr)
                 return 2
-            router = router_from_spec(base, seed=args.seed)
-            threshold = calibrate_policy(router, calibration, float(share))
+            scored = calibrated(router_from_spec(base, seed=args.seed), calibration, float(share))
+            router, threshold = scored, scored.threshold
             logger.info("%s: threshold %.4g for a %s high share", spec, threshold, share)
-            args.policy = policy_key(spec, router, calibrated_on)
+            key = policy_key(spec, router, calibrated_on)
             label = f"{spec} (t={threshold:.3g})"
         else:
             router = router_from_spec(spec, seed=args.seed)
-            args.policy = policy_key(spec, router)
-        agent = build_agent(args, router, store, pair=pair)
-        result = run_games(agent, games, run=run_name(args))
+            key = policy_key(spec, router)
+        agent = build_agent(options, router, store, pair=models)
+        result = run_games(agent, games, run=run_name(options, key))
         print(result.summary_line(), flush=True)
         outcomes = {e.info.get("game", e.task): bool(e.success) for e in result.episodes}
         results.append(PolicyResult(label, result.metrics, outcomes))
@@ -330,8 +324,9 @@ def evaluate(args: argparse.Namespace) -> int:
         table += "\n\nPaired comparisons on the same games (S difference, its paired standard error):\n\n" + paired
     plot = plot_frontier(results, args.out.with_suffix(".png"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    precisions = " / ".join(options.ladder) if options.ladder else f"{args.high} vs {args.low}"
     header = (
-        f"# Evaluation: {len(games)} {args.split} games, {args.model} ({args.high} vs {args.low}), {args.mode} mode, "
+        f"# Evaluation: {len(games)} {args.split} games, {args.model} ({precisions}), {args.mode} mode, "
         f"max {args.max_steps} steps, seed {args.seed}\n\n"
     )
     args.out.write_text(header + table + f"\n\n![success vs share]({plot.name})\n")
@@ -378,20 +373,20 @@ def collect_counterfactual(args: argparse.Namespace) -> int:
     if args.mode != "score":
         print("collect-counterfactual needs --mode score (a deterministic agent)", file=sys.stderr)
         return 2
-    games = resolve_games(args)
+    options = AgentOptions.of(args)
+    games = resolve_games(options)
     store = JsonlTraceStore(args.traces)
     base = router_from_spec(args.base, seed=args.seed)
-    args.policy = f"cf-{args.base}-w{args.window}"
-    run = run_name(args)
+    run = run_name(options, f"cf-{args.base}-w{args.window}")
     done = {e.info.get("game") for e in store if e.info.get("run") == run}
-    pair = load_pair(args)
+    models = load_models(options)
     env = AlfworldEnv(games[0], max_steps=args.max_steps) if games else None
     helped = labelled = 0
     bar = tqdm([g for g in games if g.name not in done], desc="counterfactual", unit="game")
     for game in bar:
 
         def play(router, game=game):  # type: ignore[no-untyped-def]
-            agent = build_agent(args, router, None, pair=pair, score_both=True)
+            agent = build_agent(options, router, None, pair=models, score_both=True)
             return agent.run_episode(env, conversation_id=f"cf|{game.name}", game=game)
 
         def keep(branch, game=game):  # type: ignore[no-untyped-def]
@@ -417,15 +412,12 @@ def collect_counterfactual(args: argparse.Namespace) -> int:
 
 def collect(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router collect-kl``: the high model acts; both precisions score every step."""
-    args.alfworld_command = "run"
-    args.policy = "high"
-    args.score_both = True
-    args.print_steps = 0
-    args.run_name = "collect-kl|" + run_name(args)
     if args.mode != "score":
         print("collect-kl needs --mode score (distributions over the admissible commands)", file=sys.stderr)
         return 2
-    return run(args)
+    options = AgentOptions.of(args)
+    name = "collect-kl|" + run_name(options, "high")
+    return _play(options, "high", args.traces, name, score_both=True, resume=not args.no_resume)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -438,152 +430,6 @@ def _shard(text: str) -> tuple[int, int]:
         msg = f"--shard must be K/N with 1 <= K <= N, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return shard
-
-
-def resolve_games(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
-    """The games the arguments select (generated ones when no data is available), ``--shard`` applied."""
-    games = _select_games(args)
-    shard = getattr(args, "shard", None)
-    if shard:
-        k, n = shard
-        games = games[k - 1 :: n]
-    return games
-
-
-def _select_games(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
-    from precision_router_alfworld.data import AlfworldDataError, find_games
-
-    try:
-        return find_games(args.data, split=args.split, task_types=args.task_types, n=args.games, seed=args.seed)
-    except AlfworldDataError:
-        if args.data:
-            raise
-        from precision_router.cache import cache_dir
-        from precision_router_alfworld.generate import generate_games
-
-        difficulty = getattr(args, "difficulty", None) or "easy"
-        folder = cache_dir("alfworld", f"generated-{difficulty}")
-        logger.warning("no ALFWorld data found: using generated %s games in %s", difficulty, folder)
-        existing = find_games(folder, split="generated") if (folder / "json_2.1.1").exists() else []
-        if len(existing) < (args.games or 12):
-            generate_games(folder, args.games or 12, seed=args.seed, task_types=args.task_types, difficulty=difficulty)
-        return find_games(folder, split="generated", task_types=args.task_types, n=args.games, seed=args.seed)
-
-
-def load_pair(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """The ``(high, low)`` models the arguments name."""
-    if args.tiny:
-        from precision_router.testing import tiny_precision_pair
-
-        return tiny_precision_pair("rtn-3bit")
-    from precision_router import load_precision_pair
-
-    return load_precision_pair(args.model, low=args.low, high=args.high)
-
-
-def build_agent(  # type: ignore[no-untyped-def]
-    args: argparse.Namespace, router: object, trace_store: object = None, *, score_both: bool = False, pair=None
-):
-    """The routed agent the arguments describe (over ``pair`` when given, else a freshly loaded one)."""
-    from precision_router import RoutedChatModel
-    from precision_router_alfworld.agent import AgentConfig, AlfworldAgent
-    from precision_router_alfworld.prompts import PromptConfig
-
-    high, low = pair or load_pair(args)
-    model = RoutedChatModel(high, low, router, trace_store=trace_store)
-    config = AgentConfig(
-        mode=args.mode,
-        max_steps=args.max_steps,
-        normalize=args.normalize,
-        repeat_penalty=args.repeat_penalty,
-        repeat_window=args.repeat_window,
-        undo_penalty=args.undo_penalty,
-        calibration=args.calibration,
-        exclude=tuple(args.exclude),
-        score_both=score_both,
-        prompt=PromptConfig(
-            restate_goal=args.restate_goal,
-            track_inventory=args.track_inventory,
-            instructions=getattr(args, "instructions", True),
-        ),
-    )
-    return AlfworldAgent(model, config, examples=example_source(args))
-
-
-def example_source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """Task type -> solved example games for the prompt (cached per task type)."""
-    import functools
-
-    from precision_router_alfworld.prompts import parse_transcript
-
-    if args.fewshot <= 0:
-        return lambda task_type: ()
-
-    @functools.cache
-    def examples(task_type: str) -> tuple:  # type: ignore[type-arg]
-        from precision_router_alfworld.fewshot import fewshot_transcript
-
-        data = args.fewshot_data or args.data
-        if args.fewshot_split != "train":
-            from precision_router_alfworld.data import find_games
-
-            games = find_games(data, split=args.fewshot_split, task_types=[task_type])
-            text = fewshot_transcript(task_type, k=args.fewshot, games=games)
-        else:
-            text = fewshot_transcript(task_type, data=data, k=args.fewshot, seed=args.seed)
-        return tuple(parse_transcript(text))
-
-    return examples
-
-
-def policy_key(spec: str, router: object, calibrated_on: str | None = None) -> str:
-    """The policy's part of a run name: its spec, the calibration traces and the router's weights.
-
-    A learned router's weight fingerprint is part of the key, and so is a content hash of the
-    traces a calibrated threshold was set on: retraining the checkpoint at the same path, or
-    recalibrating on other traces, replays the games instead of reusing the old policy's episodes.
-    """
-    parts = [spec]
-    if calibrated_on is not None:
-        parts.append(f"cal{calibrated_on}")
-    version = getattr(router, "version", None)
-    if version:
-        parts.append(f"v{version}")
-    return "#".join(parts)
-
-
-def file_digest(path: Path) -> str:
-    """Short content hash of a file (names the calibration traces in run names)."""
-    import hashlib
-
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:10]
-
-
-def run_name(args: argparse.Namespace) -> str:
-    """Default run name: the settings that change results."""
-    parts = [args.policy, args.mode, f"{args.model}@{args.low}", f"seed{args.seed}", f"steps{args.max_steps}"]
-    if args.normalize != "sum":
-        parts.append(args.normalize)
-    if args.repeat_penalty:
-        parts.append(f"rep{args.repeat_penalty:g}" + (f"w{args.repeat_window}" if args.repeat_window != 4 else ""))
-    if args.restate_goal:
-        parts.append("goal")
-    if args.track_inventory:
-        parts.append("inv")
-    if not getattr(args, "instructions", True):
-        parts.append("noinstr")
-    if args.undo_penalty:
-        parts.append(f"undo{args.undo_penalty:g}")
-    if args.calibration:
-        parts.append(f"cal{args.calibration:g}")
-    if args.fewshot_split != "train":
-        parts.append(f"fs-{args.fewshot_split}")
-    if sorted(args.exclude) != ["help"]:
-        parts.append("ex-" + "-".join(sorted(args.exclude)))
-    if args.fewshot != 1:
-        parts.append(f"fs{args.fewshot}")
-    return "|".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -600,33 +446,80 @@ def run(args: argparse.Namespace) -> int:
         return evaluate(args)
     if args.alfworld_command == "finetune":
         return finetune_command(args)
+    options = AgentOptions.of(args)
+    return _play(
+        options,
+        args.policy,
+        args.traces,
+        args.run_name,
+        score_both=args.score_both,
+        resume=not args.no_resume,
+        print_steps=args.print_steps,
+    )
+
+
+def _play(
+    options: AgentOptions,
+    policy: str,
+    traces: Path,
+    name: str | None,
+    *,
+    score_both: bool = False,
+    resume: bool = True,
+    print_steps: int = 0,
+) -> int:
+    """Play the selected games with one policy (``alfworld run``, ``collect-kl``) and print the summary."""
     from precision_router import JsonlTraceStore
     from precision_router.routing.spec import router_from_spec
     from precision_router_alfworld.runner import progress_measures, run_games
 
-    games = resolve_games(args)
-    store = JsonlTraceStore(args.traces)
-    router = router_from_spec(args.policy, seed=args.seed)
-    agent = build_agent(args, router, store, score_both=args.score_both)
-    args.policy = policy_key(args.policy, router)
-    name = args.run_name or run_name(args)
+    games = resolve_games(options)
+    store = JsonlTraceStore(traces)
+    router = router_from_spec(policy, seed=options.seed)
+    agent = build_agent(options, router, store, score_both=score_both)
+    name = name or run_name(options, policy_key(policy, router))
     shown = 0
 
     def show(game, episode) -> None:  # type: ignore[no-untyped-def]
         nonlocal shown
-        if shown >= args.print_steps:
+        if shown >= print_steps:
             return
         shown += 1
         print(f"\n{game.name} ({game.task_type}) — {'won' if episode.success else 'lost'}", file=sys.stderr)
         for step in episode.steps:
             p = f"{step.p_high:.2f}" if step.p_high is not None else "  - "
-            print(f"  {step.index:2d} {step.route:4s} p_high={p}  {step.action}", file=sys.stderr)
+            print(f"  {step.index:2d} {step.rung or step.route:8s} p_high={p}  {step.action}", file=sys.stderr)
 
-    result = run_games(agent, games, run=name, resume=not args.no_resume, on_episode=show)
+    result = run_games(agent, games, run=name, resume=resume, on_episode=show)
     print(result.summary_line())
     measures = progress_measures(result.episodes)
     print(
         f"took something in {measures['took_something']:.2f} of games; A-B-A-B loop share {measures['loop_share']:.2f}"
     )
-    print(f"traces: {args.traces}")
+    print(f"traces: {traces}")
     return 0
+
+
+# -- the subcommands this package registers with ``precision-router`` (entry-point group
+# ``precision_router.commands`` in pyproject.toml) ---------------------------------------------
+ALFWORLD_COMMAND = Command("run the routed ReAct agent on ALFWorld games", add_arguments, run)
+TRAIN_GRPO_COMMAND = Command(
+    "refine a router with GRPO on ALFWorld rollouts (from a KL-ST checkpoint, or fresh)",
+    add_grpo_arguments,
+    train_grpo_command,
+)
+COLLECT_KL_COMMAND = Command(
+    "roll out ALFWorld games with the high model acting and record both precisions' KL per step",
+    add_collect_arguments,
+    collect,
+)
+COLLECT_COUNTERFACTUAL_COMMAND = Command(
+    "label ALFWorld steps by what playing them on the high model changes (replayed branches)",
+    add_counterfactual_arguments,
+    collect_counterfactual,
+)
+EVAL_COMMAND = Command(
+    "run several routing policies on the same ALFWorld games; report S, c, GHC, PGR, CPT and the plot",
+    add_eval_arguments,
+    evaluate,
+)

@@ -398,7 +398,7 @@ def finetune(
         history.append({"step": step, "val_loss": val_loss, "seconds": time.perf_counter() - started})
         if not val or val_loss < best:
             best = val_loss if val else best
-            peft_model.save_pretrained(out / ADAPTER_DIR)
+            peft_model.save_pretrained(str(out / ADAPTER_DIR))
         save_state()
         plot_finetune_history(history, out / "loss.png")
 

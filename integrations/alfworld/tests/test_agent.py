@@ -156,7 +156,7 @@ def test_cli_train_grpo_with_tiny_models(games, tmp_path, capsys):
 
 
 def test_contextual_calibration_subtracts_neutral_scores(games, pair):
-    agent = _agent(pair, RandomRouter(0.0, seed=0), None, max_steps=2, calibration=1.0)
+    agent = _agent(pair, RandomRouter(0.0, seed=0), None, max_steps=2, contextual_calibration=1.0)
     episode = agent.run_episode(AlfworldEnv(games[0], max_steps=2), conversation_id="c")
     neutral = agent._neutral["low"]
     assert set(episode.steps[0].candidates) <= set(neutral)
@@ -208,3 +208,35 @@ def test_exclude_matches_whole_commands_and_leading_verbs():
     assert not excluded("closet 1", exclude)
     assert not excluded("open drawer 1", exclude)
     assert not excluded("take mug 1 from countertop 1", exclude)
+
+
+def test_a_three_rung_ladder_from_options_and_through_eval(games, tmp_path):
+    from precision_router_alfworld.factory import build_agent
+    from precision_router_alfworld.settings import AgentOptions
+
+    from precision_router.cli import main
+    from precision_router.routing.ladder import RandomLadderRouter
+
+    rungs = ["fp32", "gptq-4bit", "gptq-3bit"]
+    data = str(games[0].path.parents[3])
+    options = AgentOptions(data=data, split="generated", tiny=True, max_steps=3, fewshot=0, ladder=rungs)
+    router = RandomLadderRouter({"fp32": 0.2, "gptq-4bit": 0.4, "gptq-3bit": 0.4}, seed=0)
+    agent = build_agent(options, router, score_both=True)
+    assert agent.model.ladder.names == tuple(rungs)
+    episode = agent.run_episode(AlfworldEnv(games[0], max_steps=3), conversation_id="ladder")
+    assert all(s.rung in rungs and s.cost == agent.model.ladder.cost(s.rung) for s in episode.steps)
+    assert all(set(s.logprobs) >= {"fp32", "gptq-3bit"} and s.kl is not None for s in episode.steps)
+    out = tmp_path / "ladder.md"
+    common = ["--data", data, "--split", "generated", "--tiny", "--max-steps", "2", "--fewshot", "0", "--games", "2"]
+    code = main(
+        ["eval", *common, "--ladder", *rungs, "--ladder-costs", "1", "0.5", "0.3",
+         "--policies", "high", "low", "random-ladder:fp32=0.2,gptq-4bit=0.4,gptq-3bit=0.4",
+         "--traces", str(tmp_path / "ladder.jsonl"), "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    report = out.read_text()
+    assert "fp32 / gptq-4bit / gptq-3bit" in report and "| random-ladder:" in report
+    steps = [s for e in JsonlTraceStore(tmp_path / "ladder.jsonl").read() for s in e.steps]
+    assert {s.rung for s in steps} <= set(rungs) and {s.cost for s in steps} <= {1.0, 0.5, 0.3}
+    assert len({s.rung for s in steps}) >= 2
+    assert "| low | 0.000 | 0.000 | 0.300 |" in report  # c is cost-weighted: the bottom rung costs 0.3

@@ -133,7 +133,8 @@ def test_importing_the_package_loads_no_engine():
 def test_cli_shards_split_the_selected_games(fake_data):
     import argparse
 
-    from precision_router_alfworld.cli import add_agent_arguments, resolve_games
+    from precision_router_alfworld.cli import add_agent_arguments
+    from precision_router_alfworld.factory import resolve_games
 
     parser = argparse.ArgumentParser()
     add_agent_arguments(parser)
@@ -149,7 +150,9 @@ def test_cli_shards_split_the_selected_games(fake_data):
 def test_cli_setting_bundles_options_and_later_flags_override():
     import argparse
 
-    from precision_router_alfworld.cli import SETTINGS, add_agent_arguments, run_name
+    from precision_router_alfworld.cli import add_agent_arguments
+    from precision_router_alfworld.factory import run_name
+    from precision_router_alfworld.settings import SETTINGS
 
     parser = argparse.ArgumentParser()
     add_agent_arguments(parser)
@@ -170,7 +173,7 @@ def test_cli_setting_bundles_options_and_later_flags_override():
 
 def test_policy_key_tells_retrained_and_recalibrated_policies_apart(tmp_path):
     import torch
-    from precision_router_alfworld.cli import policy_key
+    from precision_router_alfworld.factory import policy_key
 
     from precision_router import LearnedRouter, RandomRouter, RouterConfig, RouterNet
     from precision_router.routing.threshold import UncertaintyRouter

@@ -8,7 +8,7 @@ from precision_router_alfworld.env import AlfworldEnv
 from precision_router_alfworld.generate import generate_games
 
 from precision_router import AlwaysHigh, JsonlTraceStore, RoutedChatModel
-from precision_router.evaluation.calibration import calibrate_policy
+from precision_router.evaluation.calibration import calibrated
 from precision_router.routing.base import RoutingState
 from precision_router.routing.oracle import OracleDisagree, OracleKL
 from precision_router.routing.spec import router_from_spec
@@ -61,10 +61,12 @@ def test_kl_oracle_calibrates_to_a_share_on_traces(pair, games, tmp_path):
     store = JsonlTraceStore(tmp_path / "kl.jsonl")
     for game in games:
         _play(pair, AlwaysHigh(), game, store, score_both=True)
-    oracle = OracleKL(0.0)
-    threshold = calibrate_policy(oracle, store.read(), 0.25)
+    uncalibrated = OracleKL(0.0)
+    oracle = calibrated(uncalibrated, store.read(), 0.25)
+    threshold = oracle.threshold
     kls = [s.kl for e in store.read() for s in e.steps]
-    assert oracle.threshold == threshold
+    assert uncalibrated.threshold == 0.0 and oracle is not uncalibrated  # a new router, the old one untouched
+    assert oracle.name == f"oracle-kl@{threshold:.4g}"
     assert sum(k >= threshold for k in kls) == pytest.approx(0.25 * len(kls), abs=1)
     episode = _play(pair, oracle, games[0])
     assert all((s.route == "high") == (s.p_high >= threshold) for s in episode.steps)

@@ -1,4 +1,8 @@
-"""A small built-in calibration set for GPTQ: chat-formatted texts from agent-like domains."""
+"""The texts GPTQ quantizes on by default: short chat-formatted conversations from agent-like domains.
+
+(GPTQ calls them its calibration set; in this package "calibration" means setting a router's
+threshold to a target share, so these are the GPTQ texts.)
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import itertools
 import random
 from typing import Any
 
-__all__ = ["default_calibration_texts"]
+__all__ = ["default_calibration_texts", "default_gptq_texts"]
 
 _USER_TURNS = [
     "Put a clean mug on the coffee machine.",
@@ -53,7 +57,7 @@ _SYSTEM = [
 ]
 
 
-def default_calibration_texts(tokenizer: Any = None, n: int = 64, seed: int = 0) -> list[str]:
+def default_gptq_texts(tokenizer: Any = None, n: int = 64, seed: int = 0) -> list[str]:
     """``n`` short conversations rendered with ``tokenizer``'s chat template (plain text without one)."""
     rng = random.Random(seed)
     combos = list(itertools.product(range(len(_SYSTEM)), range(len(_USER_TURNS))))
@@ -72,3 +76,7 @@ def default_calibration_texts(tokenizer: Any = None, n: int = 64, seed: int = 0)
         else:
             texts.append("\n".join(t["content"] for t in turns))
     return texts
+
+
+default_calibration_texts = default_gptq_texts
+"""Former name of :func:`default_gptq_texts`."""
