@@ -101,6 +101,7 @@ def check_routing_setup(high: Any, low: Any, router: Any, trace_store: Any = Non
     Raises:
         TypeError: ``router`` is not a :class:`~precision_router.routing.Router` or
             ``trace_store`` is not a :class:`~precision_router.traces.TraceStore`.
+        InvalidArgumentError: ``high`` and ``low`` are the same object.
         TokenizerMismatchError: ``high`` and ``low`` are local models with different tokenizers.
     """
     if not isinstance(router, Router):
@@ -109,6 +110,11 @@ def check_routing_setup(high: Any, low: Any, router: Any, trace_store: Any = Non
     if trace_store is not None and not isinstance(trace_store, TraceStore):
         msg = f"trace_store must be a TraceStore (e.g. JsonlTraceStore), got {type(trace_store).__name__}"
         raise TypeError(msg)
+    if high is not None and high is low:
+        from precision_router.errors import InvalidArgumentError
+
+        msg = "high and low are the same model object: pass the low-precision copy as low (load_precision_pair)"
+        raise InvalidArgumentError(msg)
     high_tok, low_tok = getattr(high, "tokenizer", None), getattr(low, "tokenizer", None)
     if high_tok is not None and low_tok is not None:
         from precision_router.models.pair import check_same_tokenizer

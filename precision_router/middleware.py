@@ -29,6 +29,7 @@ from precision_router.conversation import (
     ConversationTracker,
     conversation_id_from_config,
     display_name,
+    is_anonymous,
     split_conversation,
     tag_reply,
 )
@@ -53,13 +54,13 @@ class PrecisionRoutingState(AgentState[Any]):
 
 
 def thread_conversation_id(runtime: Runtime[Any] | None = None) -> str:
-    """The conversation key inside a running graph: ``thread_id`` / ``session_id``, else ``"default"``."""
+    """The conversation key inside a running graph: ``thread_id`` / ``session_id``, else an anonymous one-step key."""
     try:
         conversation_id = conversation_id_from_config(get_config())
     except RuntimeError:  # outside a runnable context
-        conversation_id = DEFAULT_CONVERSATION
+        conversation_id = conversation_id_from_config(None)
     info = getattr(runtime, "execution_info", None)
-    if conversation_id == DEFAULT_CONVERSATION and info is not None and info.thread_id:
+    if is_anonymous(conversation_id) and info is not None and info.thread_id:
         return str(info.thread_id)
     return conversation_id
 
@@ -237,14 +238,15 @@ class PrecisionRoutingMiddleware(AgentMiddleware[PrecisionRoutingState, Any, Any
     def _begin(self, request: ModelRequest[Any]) -> tuple[_Step, ModelRequest[Any]]:
         conversation_id = thread_conversation_id(request.runtime)
         task, history, observation = split_conversation(request.messages)
-        decision = self._tracker.decide(conversation_id, task, history)
         state: Mapping[str, Any] = request.state or {}
+        index = len(state.get(ROUTES_KEY) or ())
+        decision = self._tracker.decide(conversation_id, task, history, index=index)
         step = _Step(
             conversation_id=conversation_id,
             decision=decision,
             task=task,
             observation=observation,
-            index=len(state.get(ROUTES_KEY) or ()),
+            index=index,
             tool_names=_tool_names(request),
             tool_choice=request.tool_choice,
             started=time.perf_counter(),

@@ -44,17 +44,20 @@ class RoutingState:
         conversation_id: the conversation (LangGraph ``thread_id`` or ``session_id``).
         extras: optional per-step signals a policy may use (e.g. ``"low_logprobs"``: the low
             model's log-likelihoods over candidate actions, for score-threshold policies).
+        step: index of the step about to be taken in its conversation, when the caller knows it
+            (the tracker passes the conversation's recorded step count); ``None``: ``len(history)``.
     """
 
     task: str
     history: tuple[tuple[str, str], ...] = ()
     conversation_id: str = "default"
     extras: Mapping[str, Any] = field(default_factory=dict)
+    step: int | None = None
 
     @property
     def step_index(self) -> int:
         """Index of the step about to be taken (0 for the first model call)."""
-        return len(self.history)
+        return len(self.history) if self.step is None else self.step
 
     def step_texts(self) -> list[str]:
         """The router's input sequence as text: the task, then one text per past step."""
