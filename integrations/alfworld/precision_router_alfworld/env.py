@@ -23,7 +23,6 @@ import gzip
 import hashlib
 import logging
 import os
-import pickle
 import re
 import sys
 import threading
@@ -288,11 +287,11 @@ class _Engine:
         key = (domain, problem)
         if self._sas is None or self._sas[0] != key:
             file = _sas_cache_file(domain, problem) if self._cache else None
-            translation = _read_pickle(file) if file is not None else None
+            translation = _read_translation(file) if file is not None else None
             if translation is None:
                 translation = _ORIGINALS["pddl2sas"](domain, problem, verbose=verbose, optimize=False)
                 if file is not None:
-                    _write_pickle(file, translation)
+                    _write_translation(file, translation)
             self._sas = (key, translation)
         return self._sas[1]
 
@@ -322,7 +321,7 @@ class _Engine:
 
 
 _ORIGINALS: dict[str, Any] = {}
-_SAS_CACHE_VERSION = "1"
+_SAS_CACHE_VERSION = "2"  # 2: gzipped SAS text (1 was a pickle, never read again)
 
 
 def _remember_originals() -> None:
@@ -380,26 +379,29 @@ def _sas_cache_file(domain: str, problem: str) -> Path:
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")
     key = digest.hexdigest()
-    return cache_dir("alfworld", "sas", key[:2]) / f"{key}.pkl.gz"
+    return cache_dir("alfworld", "sas", key[:2]) / f"{key}.sas.gz"
 
 
-def _read_pickle(file: Path) -> Any:
-    # Files are written by this module only (into the user's own cache folder).
+def _read_translation(file: Path) -> str | None:
+    """A cached SAS translation (plain gzipped text: reading it runs nothing), or ``None``."""
     try:
-        with gzip.open(file, "rb") as f:
-            return pickle.load(f)
+        with gzip.open(file, "rt", encoding="utf-8") as f:
+            text = f.read()
     except FileNotFoundError:
         return None
-    except Exception:  # a torn or stale file: translate again and overwrite it
+    except (OSError, EOFError, UnicodeDecodeError):  # a torn or foreign file: translate again and overwrite it
         logger.debug("ignoring unreadable translation cache file %s", file, exc_info=True)
         return None
+    return text if text.startswith("begin_version") else None
 
 
-def _write_pickle(file: Path, value: Any) -> None:
+def _write_translation(file: Path, translation: str) -> None:
+    if not isinstance(translation, str):  # not the SAS text this cache holds: do not cache it
+        return
     tmp = file.with_name(f"{file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with gzip.open(tmp, "wb", compresslevel=1) as f:
-            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as f:
+            f.write(translation)
         os.replace(tmp, file)
     except OSError:
         logger.debug("could not write translation cache file %s", file, exc_info=True)
