@@ -105,31 +105,37 @@ def test_a_real_grpo_resume_state_loads(tmp_path):
 
 
 def test_no_pickle_loads_of_user_files_anywhere():
+    """No ``weights_only=False``; a pickle load only of a file whose HMAC (this user's key) was checked."""
     root = Path(__file__).resolve().parents[2]
     sources = [*root.glob("precision_router/**/*.py"), *root.glob("integrations/*/*/**/*.py")]
     offenders = []
     for source in sources:
-        text = source.read_text()
-        if "weights_only=False" in text or "pickle.load(" in text or "pickle.loads(" in text:
-            offenders.append(str(source.relative_to(root)))
+        for number, line in enumerate(source.read_text().splitlines(), start=1):
+            loads = "pickle.load(" in line or "pickle.loads(" in line
+            if "weights_only=False" in line or (loads and "signed by this user's key" not in line):
+                offenders.append(f"{source.relative_to(root)}:{number}")
     assert offenders == []
 
 
-def test_alfworld_sas_cache_is_plain_text(tmp_path, monkeypatch):
+def test_alfworld_sas_cache_unpickles_only_what_this_user_signed(tmp_path, monkeypatch):
     env = pytest.importorskip("precision_router_alfworld.env")
-    monkeypatch.setenv("PRECISION_ROUTER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("precision_router.cache.cache_dir", lambda *parts: _mkdir(tmp_path.joinpath("cache", *parts)))
+    env._cache_key.cache_clear()
     try:
         file = env._sas_cache_file("(domain)", "(problem)")
     except Exception:  # fast_downward missing
         pytest.skip("the ALFWorld engine is not installed")
     marker = tmp_path / "marker"
-    with gzip.open(file, "wb") as f:
-        pickle.dump(Plant(marker), f)
-    assert env._read_translation(file) is None
-    assert not marker.exists()
-    env._write_translation(file, "begin_version\n3\nend_version\n")
-    assert env._read_translation(file) == "begin_version\n3\nend_version\n"
+    crafted = gzip.compress(pickle.dumps(Plant(marker)))
+    for planted in (crafted, b"\0" * 32 + crafted):
+        file.write_bytes(planted)
+        assert env._read_translation(file) is None
+        assert not marker.exists()
+    env._write_translation(file, ("task", "begin_version"))
+    assert env._read_translation(file) == ("task", "begin_version")
+    key = tmp_path / "cache" / "alfworld" / "sas" / "signing.key"
+    assert key.stat().st_mode & 0o077 == 0
+    env._cache_key.cache_clear()
 
 
 def _mkdir(path: Path) -> Path:
