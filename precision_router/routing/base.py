@@ -8,6 +8,7 @@ import random
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
@@ -21,11 +22,41 @@ __all__ = [
     "RoutingState",
     "format_step",
     "history_from_steps",
+    "probability",
+    "threshold_value",
 ]
 
 Route = Literal["high", "low"]
 ROUTES: tuple[Route, Route] = ("low", "high")
 """Route names by class index: index 0 is the low-precision model, index 1 the high one."""
+
+
+def probability(value: object, name: str) -> float:
+    """``value`` as a float if it is a real number in ``[0, 1]`` (not a bool, not NaN).
+
+    Raises:
+        PolicySpecError: anything else; the message names ``name``.
+    """
+    from precision_router.errors import PolicySpecError
+
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= float(value) <= 1.0:
+        msg = f"{name} must be a number in [0, 1], got {value!r}"
+        raise PolicySpecError(msg)
+    return float(value)
+
+
+def threshold_value(value: object, name: str = "threshold") -> float:
+    """``value`` as a float if it is a real number other than NaN (not a bool; ``±inf`` routes all or none high).
+
+    Raises:
+        PolicySpecError: anything else.
+    """
+    from precision_router.errors import PolicySpecError
+
+    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(float(value)):
+        msg = f"{name} must be a number (not NaN), got {value!r}"
+        raise PolicySpecError(msg)
+    return float(value)
 
 
 def format_step(action: str, observation: str) -> str:
@@ -124,17 +155,17 @@ class RandomRouter:
     makes baselines reproducible across policies and reruns.
 
     Args:
-        p_high: probability of routing a step high, in ``[0, 1]``.
+        p_high: probability of routing a step high, a number in ``[0, 1]``.
         seed: makes the draws reproducible; ``None`` draws from a private RNG.
+
+    Raises:
+        PolicySpecError: ``p_high`` is not a number in ``[0, 1]`` (``True``, ``"0.5"`` and NaN are not).
     """
 
     version: str | None = None
 
     def __init__(self, p_high: float, seed: int | None = None) -> None:
-        if not 0.0 <= p_high <= 1.0 or math.isnan(p_high):
-            msg = f"p_high must be within [0, 1], got {p_high}"
-            raise ValueError(msg)
-        self.p_high = float(p_high)
+        self.p_high = probability(p_high, "p_high")
         self.seed = seed
         self.name = f"random:{self.p_high:g}"
         self._rng = random.Random()

@@ -15,8 +15,8 @@ from precision_router import (
     PrecisionRouterError,
     PrecisionRoutingMiddleware,
     RandomRouter,
-    RouteDecision,
     RoutedChatModel,
+    RouteDecision,
 )
 from precision_router.testing import ScriptedChatModel
 

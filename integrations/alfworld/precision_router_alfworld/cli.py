@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from precision_router_alfworld import validation
+
 __all__ = ["SETTINGS", "add_arguments", "build_agent", "run"]
 
 logger = logging.getLogger(__name__)
@@ -233,6 +235,7 @@ def add_grpo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_grpo_command(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router train-grpo``: GRPO with ALFWorld rollouts."""
+    validation.check_grpo_args(args)
     from precision_router import JsonlTraceStore
     from precision_router.routing.encoder import StepEncoder
     from precision_router.training.grpo import GRPOConfig, train_grpo
@@ -290,6 +293,7 @@ def train_grpo_command(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router alfworld eval``: every policy on the same games, one report."""
+    validation.check_eval_args(args)
     from precision_router import JsonlTraceStore
     from precision_router.evaluation.calibration import calibrate_policy
     from precision_router.evaluation.report import PolicyResult, paired_table, plot_frontier, report_table
@@ -366,6 +370,7 @@ def collect_counterfactual(args: argparse.Namespace) -> int:
     ``info["counterfactual"]`` and every branch with ``info["branch_of"]``. Resumable: games whose
     labelled base episode is in the trace file are skipped.
     """
+    validation.check_counterfactual_args(args)
     import random
 
     from tqdm.auto import tqdm
@@ -417,6 +422,7 @@ def collect_counterfactual(args: argparse.Namespace) -> int:
 
 def collect(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router collect-kl``: the high model acts; both precisions score every step."""
+    validation.check_collect_args(args)
     args.alfworld_command = "run"
     args.policy = "high"
     args.score_both = True
@@ -588,6 +594,7 @@ def run_name(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router alfworld``."""
+    validation.check_alfworld_args(args)
     if args.alfworld_command == "generate":
         from precision_router_alfworld.generate import generate_games
 
