@@ -4,7 +4,8 @@
 
 1. candidate scoring speed (naive / packed / packed with prefix cache);
 2. router decision latency as a share of a low-precision step;
-3. the evaluation table on a fixed list of ALFWorld games (the policies of the evaluation harness,
+3. memory of reading a large trace file (peak RSS above baseline while counting a 500 MB file's episodes);
+4. the evaluation table on a fixed list of ALFWorld games (the policies of the evaluation harness,
    played in one process per CPU core),
    unless --skip-eval.
 """
@@ -21,18 +22,22 @@ sys.path.insert(0, str(HERE))
 
 import router_latency  # noqa: E402
 import scoring_speed  # noqa: E402
+import trace_reading  # noqa: E402
 from common import machine  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-eval", action="store_true", help="only the speed benchmarks")
+    parser.add_argument("--trace-mb", type=float, default=500, help="size of the trace-reading benchmark's file")
     args = parser.parse_args(argv)
     sections = [f"# Benchmarks, {dt.datetime.now():%Y-%m-%d %H:%M}", "", f"Machine: {machine()}", ""]
     print("scoring speed ...", flush=True)
     sections += ["## Candidate scoring", "", scoring_speed.table(scoring_speed.run()), ""]
     print("router latency ...", flush=True)
     sections += ["## Router overhead", "", router_latency.table(router_latency.run()), ""]
+    print("trace reading memory ...", flush=True)
+    sections += ["## Reading a large trace file", "", trace_reading.table(trace_reading.run(args.trace_mb)), ""]
     if not args.skip_eval:
         import eval_fixed
 

@@ -35,7 +35,10 @@ def _add_models(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
+    from precision_router.arguments import check_models_args
     from precision_router.models.presets import all_presets
+
+    check_models_args(args)
 
     if args.prepare:
         from precision_router.models.pair import load_precision_pair
@@ -63,12 +66,14 @@ def _add_train_klst(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_train_klst(args: argparse.Namespace) -> int:
+    from precision_router.arguments import check_train_klst_args
     from precision_router.routing.encoder import DEFAULT_ENCODER, StepEncoder
     from precision_router.routing.network import RouterConfig
-    from precision_router.traces.store import JsonlTraceStore
+    from precision_router.traces.store import read_trace_files
     from precision_router.training.klst import KLSTConfig, train_klst
 
-    episodes = [e for path in args.traces for e in JsonlTraceStore(path).read()]
+    check_train_klst_args(args)
+    episodes = read_trace_files(args.traces)
     config = KLSTConfig(
         tau=args.tau,
         epochs=args.epochs,
@@ -97,11 +102,13 @@ def _add_train_probe(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_train_probe(args: argparse.Namespace) -> int:
+    from precision_router.arguments import check_train_probe_args
     from precision_router.routing.probe import train_probe
-    from precision_router.traces.store import JsonlTraceStore
+    from precision_router.traces.store import read_trace_files
     from precision_router.training.labels import labelled_states
 
-    episodes = [e for path in args.traces for e in JsonlTraceStore(path).read()]
+    check_train_probe_args(args)
+    episodes = read_trace_files(args.traces)
     states, labels = labelled_states(episodes, args.labels, tau=args.tau)
     probe = train_probe(states, labels, seed=args.seed)
     probe.save(args.out)
@@ -120,11 +127,13 @@ def _add_calibrate(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
+    from precision_router.arguments import check_calibrate_args
     from precision_router.evaluation.calibration import calibrated, policy_scores
     from precision_router.routing.spec import router_from_spec
-    from precision_router.traces.store import JsonlTraceStore
+    from precision_router.traces.store import read_trace_files
 
-    episodes = [e for path in args.traces for e in JsonlTraceStore(path).read()]
+    check_calibrate_args(args)
+    episodes = read_trace_files(args.traces)
     router = calibrated(router_from_spec(args.policy), episodes, args.target_share)
     threshold = router.threshold
     scores = policy_scores(router, episodes)
@@ -211,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command].run(args)
     except PrecisionRouterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -12,10 +12,12 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from precision_router.routing.base import Route, RouteDecision, Router, RoutingState
+from precision_router.routing.base import ROUTES, Route, RouteDecision, Router, RoutingState
+from precision_router.routing.decision import checked_decision
 from precision_router.routing.ladder import TWO_RUNGS, PrecisionLadder
 from precision_router.traces.schema import Episode, Step
 
@@ -29,6 +31,7 @@ __all__ = [
     "ConversationTracker",
     "conversation_id_from_config",
     "display_name",
+    "is_anonymous",
     "message_text",
     "split_conversation",
     "tag_reply",
@@ -37,23 +40,34 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONVERSATION = "default"
-"""Conversation key of a run whose config names no ``thread_id`` or ``session_id``."""
+"""Default ``thread_id`` of the ``end_episode`` methods (no run is keyed by it any more: a run
+without a ``thread_id`` gets an anonymous one-step conversation, see :func:`is_anonymous`)."""
+
+ANONYMOUS_PREFIX = "anonymous-"
+"""Prefix of the one-step conversation keys given to calls without ``thread_id`` / ``session_id``."""
 
 MessageT = TypeVar("MessageT", bound="BaseMessage")
 
 
 def conversation_id_from_config(config: RunnableConfig | Mapping[str, Any] | None) -> str:
-    """The conversation key of a run: ``configurable.thread_id``, else ``session_id``, else ``"default"``."""
-    if not config:
-        return DEFAULT_CONVERSATION
-    configurable = config.get("configurable") or {}
-    metadata = config.get("metadata") or {}
+    """The conversation key of a run: ``configurable.thread_id``, else ``session_id`` (as ``str``).
+
+    A run that names neither gets a fresh anonymous key (:func:`is_anonymous`): its step is a
+    one-step episode, written as soon as it is recorded, so nothing accumulates in memory.
+    """
+    configurable = (config or {}).get("configurable") or {}
+    metadata = (config or {}).get("metadata") or {}
     for source in (configurable, metadata):
         for key in ("thread_id", "session_id"):
             value = source.get(key)
             if value is not None and value != "":
                 return str(value)
-    return DEFAULT_CONVERSATION
+    return f"{ANONYMOUS_PREFIX}{uuid.uuid4().hex}"
+
+
+def is_anonymous(conversation_id: object) -> bool:
+    """Whether ``conversation_id`` is the one-step key of a call that named no conversation."""
+    return isinstance(conversation_id, str) and conversation_id.startswith(ANONYMOUS_PREFIX)
 
 
 def display_name(model: Any) -> str:
@@ -120,7 +134,11 @@ class ConversationTracker:
     """Routes steps and records them as episodes, one open episode per conversation.
 
     Thread-safe: every conversation has its own episode, and concurrent conversations never
-    share state. An episode is written to ``trace_store`` (when set) by :meth:`end_episode`.
+    share state. An episode is written to ``trace_store`` (when set) by :meth:`end_episode`,
+    and stays open until it is written: a failed write raises and can be retried. Conversation
+    keys are normalised with ``str`` (``thread_id=123`` and ``"123"`` are one conversation). An
+    anonymous conversation (:func:`is_anonymous`) is closed and written as soon as its one
+    step is recorded.
 
     Args:
         router: the routing policy.
@@ -149,15 +167,29 @@ class ConversationTracker:
 
     def decide(
         self,
-        conversation_id: str,
+        conversation_id: object,
         task: str,
         history: Sequence[tuple[str, str]] = (),
         extras: Mapping[str, Any] | None = None,
+        *,
+        index: int | None = None,
     ) -> RouteDecision:
-        """Ask the router for the next step of ``conversation_id`` (opening its episode if needed)."""
-        self._open(conversation_id, task)
-        state = RoutingState(task, tuple(history), conversation_id, dict(extras or {}))
-        return self.router.decide(state)
+        """Ask the router for the next step of ``conversation_id`` (opening its episode if needed).
+
+        The router sees ``RoutingState.step_index`` = ``index``; by default the larger of the
+        steps recorded so far in this conversation and ``len(history)``, so repeated calls on one
+        thread advance it even when each call passes only its new messages.
+
+        Raises:
+            RouteDecisionError: the router returned something that is not a valid decision
+                (checked here, before any model is called).
+        """
+        key = str(conversation_id)
+        if not is_anonymous(key):
+            self._open(key, task)
+        step = max(self.next_index(key), len(history)) if index is None else index
+        state = RoutingState(task, tuple(history), key, dict(extras or {}), step=step)
+        return checked_decision(self.router.decide(state), self.router, (*ROUTES, *self.ladder.names))
 
     def _open(self, conversation_id: str, task: str) -> Episode:
         with self._lock:
@@ -172,15 +204,18 @@ class ConversationTracker:
                 self._episodes[conversation_id] = episode
             return episode
 
-    def record(self, conversation_id: str, step: Step, *, task: str = "") -> None:
-        """Add ``step`` to the open episode of ``conversation_id``."""
-        episode = self._open(conversation_id, task)
+    def record(self, conversation_id: object, step: Step, *, task: str = "") -> None:
+        """Add ``step`` to the open episode of ``conversation_id`` (an anonymous one is written at once)."""
+        key = str(conversation_id)
+        episode = self._open(key, task)
         with self._lock:
             episode.steps.append(step)
+        if is_anonymous(key):
+            self.end_episode(key)
 
     def record_reply(
         self,
-        conversation_id: str,
+        conversation_id: object,
         decision: RouteDecision,
         message: BaseMessage,
         **step: Any,
@@ -193,7 +228,7 @@ class ConversationTracker:
 
     def record_step(
         self,
-        conversation_id: str,
+        conversation_id: object,
         decision: RouteDecision,
         *,
         action: str,
@@ -248,7 +283,8 @@ class ConversationTracker:
         }
         if escalation:
             meta["escalation_reason"] = escalation
-        episode = self._open(conversation_id, task)
+        key = str(conversation_id)
+        episode = self._open(key, task)
         with self._lock:
             episode.steps.append(
                 Step(
@@ -267,18 +303,20 @@ class ConversationTracker:
                     **fields,
                 )
             )
+        if is_anonymous(key):
+            self.end_episode(key)
         return meta
 
-    def next_index(self, conversation_id: str) -> int:
+    def next_index(self, conversation_id: object) -> int:
         """Index the next recorded step of ``conversation_id`` will get."""
         with self._lock:
-            episode = self._episodes.get(conversation_id)
+            episode = self._episodes.get(str(conversation_id))
             return len(episode.steps) if episode else 0
 
-    def current(self, conversation_id: str) -> Episode | None:
+    def current(self, conversation_id: object) -> Episode | None:
         """A copy of the open episode of ``conversation_id`` (``None`` if none is open)."""
         with self._lock:
-            episode = self._episodes.get(conversation_id)
+            episode = self._episodes.get(str(conversation_id))
             return episode.model_copy(deep=True) if episode else None
 
     def open_conversations(self) -> list[str]:
@@ -288,7 +326,7 @@ class ConversationTracker:
 
     def end_episode(
         self,
-        conversation_id: str = DEFAULT_CONVERSATION,
+        conversation_id: object = DEFAULT_CONVERSATION,
         *,
         success: bool | None = None,
         reward: float | None = None,
@@ -297,16 +335,36 @@ class ConversationTracker:
         """Close the open episode of ``conversation_id``, write it, and return it.
 
         Returns ``None`` (and writes nothing) when the conversation has no open episode.
+
+        Raises:
+            TraceWriteError: the trace store could not write the episode (or any error the store
+                raised); the episode is then still open, with its steps, and a later call retries.
         """
+        key = str(conversation_id)
         with self._lock:
-            episode = self._episodes.pop(conversation_id, None)
+            episode = self._episodes.pop(key, None)
         if episode is None:
-            logger.warning("end_episode(%r): no open episode for this conversation", conversation_id)
+            if not is_anonymous(key):
+                logger.warning("end_episode(%r): no open episode for this conversation", key)
             return None
-        episode.success = success
-        episode.reward = reward
-        episode.info.update(info or {})
-        episode.ended_at = time.time()
+        closed = episode.model_copy(deep=True)
+        closed.success = success
+        closed.reward = reward
+        closed.info.update(info or {})
+        closed.ended_at = time.time()
         if self.trace_store is not None:
-            self.trace_store.append(episode)
-        return episode
+            try:
+                self.trace_store.append(closed)
+            except BaseException:
+                self._reopen(key, episode)
+                raise
+        return closed
+
+    def _reopen(self, key: str, episode: Episode) -> None:
+        """Put back an episode whose write failed (ahead of any steps recorded meanwhile)."""
+        with self._lock:
+            newer = self._episodes.get(key)
+            if newer is not None:
+                episode.steps.extend(newer.steps)
+            self._episodes[key] = episode
+        logger.warning("episode of %r kept open after a failed write: call end_episode again to retry", key)

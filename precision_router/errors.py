@@ -9,11 +9,16 @@ from __future__ import annotations
 __all__ = [
     "CheckpointMismatchError",
     "EmptyTraceSetError",
+    "InvalidArgumentError",
     "MissingExtraError",
     "ModelLoadError",
+    "PolicySpecError",
     "PrecisionRouterError",
+    "RouteDecisionError",
     "TokenizerMismatchError",
+    "TraceFileError",
     "TraceSchemaError",
+    "TraceWriteError",
 ]
 
 
@@ -31,6 +36,26 @@ class CheckpointMismatchError(PrecisionRouterError):
 
 class TraceSchemaError(PrecisionRouterError):
     """A trace file was written with a schema this version cannot read."""
+
+
+class TraceWriteError(PrecisionRouterError, OSError):
+    """An episode could not be written completely; nothing of it is acknowledged."""
+
+
+class TraceFileError(PrecisionRouterError, OSError):
+    """A trace file to read is missing, or is not a regular file."""
+
+
+class RouteDecisionError(PrecisionRouterError, TypeError):
+    """A router returned something other than a valid :class:`~precision_router.routing.RouteDecision`."""
+
+
+class PolicySpecError(PrecisionRouterError, ValueError):
+    """A policy spec (``random:0.3``, ``learned:router.pt@0.4`` ...) or a router argument is malformed."""
+
+
+class InvalidArgumentError(PrecisionRouterError, ValueError):
+    """A command-line or configuration argument is invalid; the message says which value to give."""
 
 
 class EmptyTraceSetError(PrecisionRouterError):

@@ -132,7 +132,8 @@ class RouterNode(TrackedEntryPoint, Runnable[Any, dict[str, Any]]):
         """Decide the next step of the thread in ``config``; returns ``{"route", "p_high"}``."""
         conversation_id = conversation_id_from_config(ensure_config(config))
         task, history, _ = split_conversation(_messages(input))
-        decision = self._tracker.decide(conversation_id, task, history)
+        index = len(input.get("route_history") or ())
+        decision = self._tracker.decide(conversation_id, task, history, index=index)
         ladder = self._tracker.ladder
         return {"route": ladder.names[ladder.index(decision.route)], "p_high": decision.p_high}
 

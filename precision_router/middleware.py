@@ -22,9 +22,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from precision_router.conversation import (
-    DEFAULT_CONVERSATION,
     ConversationTracker,
     conversation_id_from_config,
+    is_anonymous,
     tag_reply,
 )
 from precision_router.escalation import OutputValidator, bound_tool_names
@@ -51,13 +51,13 @@ class PrecisionRoutingState(AgentState[Any]):
 
 
 def thread_conversation_id(runtime: Runtime[Any] | None = None) -> str:
-    """The conversation key inside a running graph: ``thread_id`` / ``session_id``, else ``"default"``."""
+    """The conversation key inside a running graph: ``thread_id`` / ``session_id``, else an anonymous one-step key."""
     try:
         conversation_id = conversation_id_from_config(get_config())
     except RuntimeError:  # outside a runnable context
-        conversation_id = DEFAULT_CONVERSATION
+        conversation_id = conversation_id_from_config(None)
     info = getattr(runtime, "execution_info", None)
-    if conversation_id == DEFAULT_CONVERSATION and info is not None and info.thread_id:
+    if is_anonymous(conversation_id) and info is not None and info.thread_id:
         return str(info.thread_id)
     return conversation_id
 
@@ -163,6 +163,7 @@ class PrecisionRoutingMiddleware(LadderEntryPoint, AgentMiddleware[PrecisionRout
                     "create_agent swaps request.model, which accepts chat models only"
                 )
                 raise TypeError(msg)
+        for model in self.models[1:]:
             check_routing_setup(self.models[0], model, router, trace_store)
         self.high = self.models[0]
         self.low = self.models[-1]

@@ -41,6 +41,7 @@ def check_routing_setup(high: Any, low: Any, router: Any, trace_store: Any = Non
         TypeError: ``router`` is not a :class:`~precision_router.routing.Router` (a ``name``, a
             ``version`` and ``decide``) or ``trace_store`` is not a
             :class:`~precision_router.traces.TraceStore`.
+        InvalidArgumentError: ``high`` and ``low`` are the same object.
         TokenizerMismatchError: ``high`` and ``low`` are local models with different tokenizers.
     """
     if not isinstance(router, Router):
@@ -52,6 +53,11 @@ def check_routing_setup(high: Any, low: Any, router: Any, trace_store: Any = Non
     if trace_store is not None and not isinstance(trace_store, TraceStore):
         msg = f"trace_store must be a TraceStore (e.g. JsonlTraceStore), got {type(trace_store).__name__}"
         raise TypeError(msg)
+    if high is not None and high is low:
+        from precision_router.errors import InvalidArgumentError
+
+        msg = "high and low are the same model object: pass the low-precision copy as low (load_precision_pair)"
+        raise InvalidArgumentError(msg)
     high_tok, low_tok = getattr(high, "tokenizer", None), getattr(low, "tokenizer", None)
     if high_tok is not None and low_tok is not None:
         from precision_router.models.pair import check_same_tokenizer
@@ -122,7 +128,7 @@ class RoutedStep:
             **options: further attributes (``index``, ``tool_names``, ``tool_choice``, ``output_validator``).
         """
         task, history, observation = split_conversation(messages)
-        decision = tracker.decide(conversation_id, task, history)
+        decision = tracker.decide(conversation_id, task, history, index=options.get("index"))
         return cls.for_decision(
             tracker, conversation_id, decision, models, task=task, observation=observation, escalate=escalate, **options
         )

@@ -238,9 +238,8 @@ def test_eight_threads_with_a_checkpointer_keep_separate_state(trace_path):
         assert len(routed) == 8  # 4 steps per run, 2 runs
         routes = [m.response_metadata["precision_router"]["route"] for m in routed]
         assert state[ROUTES_KEY] == routes
-        # the limit message of run 1 counts as a past action for the router, so index it as such
-        history_lengths = [k for k in range(10) if k != 4][:8]
-        assert routes == [router.decide(RoutingState("", (("x", "y"),) * k, f"t{i}")).route for k in history_lengths]
+        # the router's step index is the thread's step count (checkpointed), as in the trace
+        assert routes == [router.decide(RoutingState("", (), f"t{i}", step=k)).route for k in range(8)]
         episode = routing.end_episode(f"t{i}", success=True)
         assert [s.index for s in episode.steps] == list(range(8))
         assert episode.task == f"task {i} turn 0"
@@ -353,11 +352,16 @@ def test_end_episode_after_run(trace_path):
     assert routing.tracker.open_conversations() == []
 
 
-def test_without_thread_id_the_conversation_is_default():
+def test_without_thread_id_each_step_is_a_written_one_step_episode(trace_path):
     high, low = ScriptedChatModel(replies=["h"]), ScriptedChatModel(replies=["l"])
-    routing = PrecisionRoutingMiddleware(high, low, AlwaysLow())
-    create_agent(model=high, middleware=[routing]).invoke({"messages": [HumanMessage("x")]})
-    assert routing.tracker.open_conversations() == ["default"]
+    routing = PrecisionRoutingMiddleware(high, low, AlwaysLow(), trace_store=JsonlTraceStore(trace_path))
+    agent = create_agent(model=high, middleware=[routing])
+    for _ in range(3):
+        agent.invoke({"messages": [HumanMessage("x")]})
+    assert routing.tracker.open_conversations() == []
+    episodes = JsonlTraceStore(trace_path).read()
+    assert [len(e.steps) for e in episodes] == [1, 1, 1]
+    assert len({e.conversation_id for e in episodes}) == 3
 
 
 def test_clear_errors():

@@ -28,6 +28,7 @@ from precision_router.models.tools import (
     render_tool_call,
     tools_system_prompt,
 )
+from precision_router.text import scrub, scrub_surrogates
 
 __all__ = ["CHATML_TEMPLATE", "LocalChatModel"]
 
@@ -183,7 +184,11 @@ class LocalChatModel(BaseChatModel):
         *,
         add_generation_prompt: bool = True,
     ) -> str:
-        """The exact prompt text for ``messages`` (including any forced tool-call prefix)."""
+        """The exact prompt text for ``messages`` (including any forced tool-call prefix).
+
+        Lone surrogates in the messages are replaced by U+FFFD (:mod:`precision_router.text`):
+        a tokenizer cannot encode them.
+        """
         self.ensure_loaded()
         native = bool(tools) and self._template_takes_tools()
         turns = _chat_turns(messages, hermes=not native)
@@ -198,10 +203,10 @@ class LocalChatModel(BaseChatModel):
             template_kwargs["chat_template"] = CHATML_TEMPLATE
         if native:
             template_kwargs["tools"] = list(tools or [])
-        text = self.tokenizer.apply_chat_template(turns, **template_kwargs)
+        text = self.tokenizer.apply_chat_template(scrub(turns), **template_kwargs)
         if tools and add_generation_prompt:
             text += forced_prefix(tool_choice)
-        return str(text)
+        return scrub_surrogates(str(text))
 
     # -- generation -----------------------------------------------------------------------------
     def _generate(

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from precision_router.errors import TokenizerMismatchError
+from precision_router.errors import InvalidArgumentError, TokenizerMismatchError
 from precision_router.models.loading import load_causal_lm, resolve_source
 from precision_router.models.local import LocalChatModel
 from precision_router.models.presets import get_preset
@@ -74,22 +74,24 @@ def load_precision_pair(
         ``(high, low)`` chat models.
 
     Raises:
+        InvalidArgumentError: ``high`` or ``low`` names no known precision (checked before loading).
         TokenizerMismatchError: ``low`` is a folder whose tokenizer differs from the source's.
     """
     high_spec = parse_precision(high)
     if high_spec.method != "none":
         msg = f"high must be a full precision (fp32, bf16, fp16), got {high!r}"
-        raise ValueError(msg)
+        raise InvalidArgumentError(msg)
+    low_path = Path(str(low)).expanduser()
+    low_spec = None if low_path.is_dir() else parse_precision(low)  # both checked before anything loads
     location, name = resolve_source(source)
     high_loaded = load_causal_lm(location, dtype=high_spec.dtype, device=device)
     tokenizer = high_loaded.tokenizer
-    low_path = Path(str(low)).expanduser()
-    if low_path.is_dir():
+    if low_spec is None:
         low_loaded = load_causal_lm(low_path, device=device)
         check_same_tokenizer(tokenizer, low_loaded.tokenizer, high_loaded.model, low_loaded.model)
         low_model, low_name = low_loaded.model, f"{name}@{low_path.name}"
     else:
-        spec = parse_precision(low)
+        spec = low_spec
         low_name = f"{name}@{spec.key}"
         if spec.method == "none":
             low_model = load_causal_lm(location, dtype=spec.dtype, device=device, tokenizer=tokenizer).model

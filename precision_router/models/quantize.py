@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from precision_router.cache import cache_dir
-from precision_router.errors import require
+from precision_router.errors import InvalidArgumentError, require
 
 __all__ = [
     "QuantSpec",
@@ -71,7 +71,7 @@ def parse_precision(text: str) -> QuantSpec:
             f"unknown precision {text!r}; use fp32, bf16, fp16, gptq-<2..8>bit[-g<group>] "
             "or rtn-<2..8>bit[-g<group>] (e.g. gptq-3bit, gptq-4bit-g128, rtn-4bit)"
         )
-        raise ValueError(msg)
+        raise InvalidArgumentError(msg)
     return QuantSpec(method=match["method"], bits=int(match["bits"]), group_size=int(match["group"] or 32))
 
 

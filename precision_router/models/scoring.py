@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 
 from precision_router.models.loading import forward_with_cache
+from precision_router.text import scrub_surrogates
 
 __all__ = [
     "ActionScorer",
@@ -57,7 +58,7 @@ def _end_token_id(tokenizer: Any, end_token: str | None) -> int | None:
 def _candidate_ids(tokenizer: Any, candidates: Sequence[str], end_id: int | None) -> list[list[int]]:
     out = []
     for text in candidates:
-        ids = list(tokenizer(text, add_special_tokens=False).input_ids)
+        ids = list(tokenizer(scrub_surrogates(text), add_special_tokens=False).input_ids)
         if end_id is not None:
             ids.append(end_id)
         if not ids:

@@ -8,6 +8,7 @@ import random
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
@@ -25,14 +26,44 @@ __all__ = [
     "format_step",
     "history_from_steps",
     "keyed_uniform",
+    "probability",
     "router_window",
     "scores_needed",
     "threshold_name",
+    "threshold_value",
 ]
 
 Route = Literal["high", "low"]
 ROUTES: tuple[Route, Route] = ("low", "high")
 """Route names by class index: index 0 is the low-precision model, index 1 the high one."""
+
+
+def probability(value: object, name: str) -> float:
+    """``value`` as a float if it is a real number in ``[0, 1]`` (not a bool, not NaN).
+
+    Raises:
+        PolicySpecError: anything else; the message names ``name``.
+    """
+    from precision_router.errors import PolicySpecError
+
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= float(value) <= 1.0:
+        msg = f"{name} must be a number in [0, 1], got {value!r}"
+        raise PolicySpecError(msg)
+    return float(value)
+
+
+def threshold_value(value: object, name: str = "threshold") -> float:
+    """``value`` as a float if it is a real number other than NaN (not a bool; ``±inf`` routes all or none high).
+
+    Raises:
+        PolicySpecError: anything else.
+    """
+    from precision_router.errors import PolicySpecError
+
+    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(float(value)):
+        msg = f"{name} must be a number (not NaN), got {value!r}"
+        raise PolicySpecError(msg)
+    return float(value)
 
 
 def format_step(action: str, observation: str) -> str:
@@ -51,17 +82,20 @@ class RoutingState:
         conversation_id: the conversation (LangGraph ``thread_id`` or ``session_id``).
         extras: optional per-step signals a policy may use (e.g. ``"low_logprobs"``: the low
             model's log-likelihoods over candidate actions, for score-threshold policies).
+        step: index of the step about to be taken in its conversation, when the caller knows it
+            (the tracker passes the conversation's recorded step count); ``None``: ``len(history)``.
     """
 
     task: str
     history: tuple[tuple[str, str], ...] = ()
     conversation_id: str = "default"
     extras: Mapping[str, Any] = field(default_factory=dict)
+    step: int | None = None
 
     @property
     def step_index(self) -> int:
         """Index of the step about to be taken (0 for the first model call)."""
-        return len(self.history)
+        return len(self.history) if self.step is None else self.step
 
     def step_texts(self) -> list[str]:
         """The router's input sequence as text: the task, then one text per past step."""
@@ -254,16 +288,17 @@ class RandomRouter(RandomLadderRouter):
     makes baselines reproducible across policies and reruns.
 
     Args:
-        p_high: probability of routing a step high, in ``[0, 1]``.
+        p_high: probability of routing a step high, a number in ``[0, 1]``.
         seed: makes the draws reproducible; ``None`` draws from a private RNG.
+
+    Raises:
+        PolicySpecError: ``p_high`` is not a number in ``[0, 1]`` (``True``, ``"0.5"`` and NaN are not).
     """
 
     def __init__(self, p_high: float, seed: int | None = None) -> None:
-        if not 0.0 <= p_high <= 1.0 or math.isnan(p_high):
-            msg = f"p_high must be within [0, 1], got {p_high}"
-            raise ValueError(msg)
-        super().__init__({"high": float(p_high), "low": 1.0 - float(p_high)}, seed)
-        self.p_high = float(p_high)
+        p_high = probability(p_high, "p_high")
+        super().__init__({"high": p_high, "low": 1.0 - p_high}, seed)
+        self.p_high = p_high
         self.name = f"random:{self.p_high:g}"
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,17 @@ class RouterConfig:
     encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
 
     def __post_init__(self) -> None:
+        for name in ("embed_dim", "d_model", "n_layers", "n_heads", "max_steps", "n_routes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"{name} must be a positive integer, got {value!r}"
+                raise ValueError(msg)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+            msg = f"dropout must be a number in [0, 1), got {self.dropout!r}"
+            raise ValueError(msg)
+        if not isinstance(self.encoder, str):
+            msg = f"encoder must be a model name, got {self.encoder!r}"
+            raise ValueError(msg)
         if self.d_model % self.n_heads:
             msg = f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
             raise ValueError(msg)
@@ -164,6 +176,13 @@ class RouterNet(nn.Module):
             checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise
+        except pickle.UnpicklingError:
+            # torch's message suggests turning weights_only off, i.e. running the file's code: never do that
+            msg = (
+                f"{path} holds pickled Python objects besides weights, which are not loaded (they could run "
+                "code); use a checkpoint written by RouterNet.save / precision-router train-klst"
+            )
+            raise CheckpointMismatchError(msg) from None
         except Exception as exc:
             msg = f"{path} is not a readable router checkpoint ({exc}); train one with precision-router train-klst"
             raise CheckpointMismatchError(msg) from exc
@@ -177,18 +196,58 @@ class RouterNet(nn.Module):
                 f"format {CHECKPOINT_FORMAT}; retrain the router or use a matching version"
             )
             raise CheckpointMismatchError(msg)
+        config = _checkpoint_config(path, checkpoint)
         expected = {"encoder": encoder, "embed_dim": embed_dim, "n_routes": n_routes}
         for key, want in expected.items():
-            if want is not None and checkpoint[key] != want:
+            if want is not None and getattr(config, key) != want:
                 msg = (
-                    f"{path} was trained with {key}={checkpoint[key]!r} but {want!r} was expected; "
+                    f"{path} was trained with {key}={getattr(config, key)!r} but {want!r} was expected; "
                     "use the encoder / model pair it was trained for, or retrain the router"
                 )
                 raise CheckpointMismatchError(msg)
-        known = {f.name for f in fields(RouterConfig)}
-        config = RouterConfig(**{k: v for k, v in checkpoint["config"].items() if k in known})
+        _check_weights(path, config, checkpoint.get("state_dict"))
         net = cls(config)
         net.load_state_dict(checkpoint["state_dict"])
         net.eval()
         net.meta = checkpoint.get("meta", {})  # type: ignore[assignment]
         return net
+
+
+def _checkpoint_config(path: str | os.PathLike[str], checkpoint: dict[str, Any]) -> RouterConfig:
+    """The checkpoint's :class:`RouterConfig`, validated (and consistent with its top-level fields)."""
+    raw = checkpoint.get("config")
+    if not isinstance(raw, dict):
+        msg = f"{path} has no router config; it was not written by RouterNet.save"
+        raise CheckpointMismatchError(msg)
+    known = {f.name for f in fields(RouterConfig)}
+    try:
+        config = RouterConfig(**{k: v for k, v in raw.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        msg = f"{path} has an invalid router config ({exc}); retrain the router"
+        raise CheckpointMismatchError(msg) from None
+    for key in ("encoder", "embed_dim", "n_routes"):
+        if key in checkpoint and checkpoint[key] != getattr(config, key):
+            msg = f"{path} is inconsistent: {key}={checkpoint[key]!r} but its config says {getattr(config, key)!r}"
+            raise CheckpointMismatchError(msg)
+    return config
+
+
+def _check_weights(path: str | os.PathLike[str], config: RouterConfig, state_dict: Any) -> None:
+    """Compare the saved weights' names and shapes with those ``config`` implies, allocating nothing."""
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        msg = f"{path} holds no weights (state_dict); it was not written by RouterNet.save"
+        raise CheckpointMismatchError(msg)
+    layers = {str(k).split(".")[2] for k in state_dict if str(k).startswith("encoder.layers.")}
+    if len(layers) != config.n_layers:
+        msg = f"{path}: the weights hold {len(layers)} encoder layers but the saved config says {config.n_layers}"
+        raise CheckpointMismatchError(msg)
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in RouterNet(config).state_dict().items()}
+    saved = {name: tuple(t.shape) for name, t in state_dict.items()}
+    if saved != expected:
+        wrong = sorted(n for n in expected.keys() | saved.keys() if expected.get(n) != saved.get(n))
+        msg = (
+            f"{path}: the weights do not match the saved config ({wrong[0]}: saved {saved.get(wrong[0])}, "
+            f"config implies {expected.get(wrong[0])}); the file is damaged or edited, retrain the router"
+        )
+        raise CheckpointMismatchError(msg)

@@ -17,7 +17,7 @@ before deciding (the ALFWorld agent does so for routers whose ``needs_scores`` i
 
 from __future__ import annotations
 
-from precision_router.routing.base import RouteDecision, RoutingState
+from precision_router.routing.base import RouteDecision, RoutingState, threshold_value
 
 __all__ = ["OracleDisagree", "OracleKL"]
 
@@ -52,7 +52,7 @@ class OracleKL:
     needs_scores = ("low", "high")
 
     def __init__(self, threshold: float) -> None:
-        self.threshold = float(threshold)
+        self.threshold = threshold_value(threshold)
         self.name = f"oracle-kl@{self.threshold:.4g}"
 
     def __repr__(self) -> str:

@@ -1,10 +1,19 @@
-"""Routers from short text specs, as used on the command line (``random:0.3``, ``learned:router.pt``)."""
+"""Routers from short text specs, as used on the command line (``random:0.3``, ``learned:router.pt``).
+
+:func:`parse_policy_spec` checks a spec without loading anything (the CLI calls it on every
+policy before any model loads); :func:`router_from_spec` builds the router it names.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from precision_router.errors import PolicySpecError
 from precision_router.routing.base import AlwaysHigh, AlwaysLow, RandomRouter, Router
 
-__all__ = ["router_from_spec"]
+__all__ = ["SCORING_KINDS", "PolicySpec", "parse_policy_spec", "router_from_spec"]
 
 _HELP = (
     "use 'high', 'low', 'random:<p_high>', 'learned:<checkpoint.pt>', 'learned:<checkpoint.pt>@<threshold>', "
@@ -12,62 +21,140 @@ _HELP = (
     "'oracle-disagree', 'oracle-kl@<threshold>' or 'random-ladder:<rung>=<share>,...'"
 )
 
+SCORING_KINDS = ("learned", "probe", "entropy", "margin", "oracle-kl")
+"""Policies with a per-step score, hence a threshold that can be calibrated to a share."""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A parsed policy spec.
+
+    Attributes:
+        kind: ``high``, ``low``, ``random``, ``learned``, ``probe``, ``entropy``, ``margin``,
+            ``oracle-disagree`` or ``oracle-kl``.
+        value: ``p_high`` of ``random``, or the threshold (``None`` when not given).
+        path: the checkpoint / probe file of ``learned`` and ``probe``.
+        shares: ``(rung, share)`` pairs of ``random-ladder``.
+    """
+
+    kind: str
+    value: float | None = None
+    path: str | None = None
+    shares: tuple[tuple[str, float], ...] | None = None
+
+
+def _number(text: str, spec: str, what: str, *, unit: bool = False) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"bad policy {spec!r}: {what} {text!r} is not a number; {_HELP}"
+        raise PolicySpecError(msg) from None
+    if not math.isfinite(value) or (unit and not 0.0 <= value <= 1.0):
+        bounds = "a number in [0, 1]" if unit else "a finite number"
+        msg = f"bad policy {spec!r}: {what} must be {bounds}, got {text!r}"
+        raise PolicySpecError(msg)
+    return value
+
+
+def _path_and_threshold(arg: str, spec: str) -> tuple[str, float | None]:
+    """Split ``PATH[@T]``; a path that itself contains ``@`` is taken whole when it exists."""
+    if "@" not in arg or Path(arg).is_file():
+        return arg, None
+    path, _, threshold = arg.rpartition("@")
+    if not path:
+        msg = f"bad policy {spec!r}: no file before '@'; {_HELP}"
+        raise PolicySpecError(msg)
+    return path, _number(threshold, spec, "threshold", unit=True)
+
+
+def _shares(arg: str, spec: str) -> tuple[tuple[str, float], ...]:
+    """``rung=share,...`` of a ``random-ladder`` spec: shares in [0, 1] that sum to 1."""
+    pairs = []
+    for part in arg.split(","):
+        name, sep, share = part.partition("=")
+        if not sep or not name.strip():
+            msg = f"bad policy {spec!r}: {part!r} is not <rung>=<share>; {_HELP}"
+            raise PolicySpecError(msg)
+        pairs.append((name.strip(), _number(share, spec, f"share of {name.strip()!r}", unit=True)))
+    if not math.isclose(sum(p for _, p in pairs), 1.0, abs_tol=1e-9):
+        msg = f"bad policy {spec!r}: the shares must sum to 1; {_HELP}"
+        raise PolicySpecError(msg)
+    return tuple(pairs)
+
+
+def parse_policy_spec(spec: str) -> PolicySpec:
+    """Parse ``spec`` without loading anything.
+
+    Raises:
+        PolicySpecError: an unknown policy, or a number that does not parse or is out of range.
+    """
+    if not isinstance(spec, str):
+        msg = f"a policy spec is a string, got {type(spec).__name__}; {_HELP}"
+        raise PolicySpecError(msg)
+    text = spec.strip()
+    lower = text.lower()
+    if lower in ("high", "low", "oracle-disagree"):
+        return PolicySpec(lower)
+    for kind in ("oracle-kl", "entropy", "margin"):
+        if lower.startswith(kind + "@"):
+            return PolicySpec(kind, _number(text.split("@", 1)[1], spec, "threshold"))
+    kind, _, arg = text.partition(":")
+    kind = kind.lower()
+    if kind == "random" and arg:
+        return PolicySpec("random", _number(arg, spec, "p_high", unit=True))
+    if kind == "random-ladder" and arg:
+        return PolicySpec("random-ladder", shares=_shares(arg, spec))
+    if kind in ("learned", "probe") and arg:
+        path, threshold = _path_and_threshold(arg, spec)
+        return PolicySpec(kind, threshold, path)
+    msg = f"unknown policy {spec!r}; {_HELP}"
+    raise PolicySpecError(msg)
+
 
 def router_from_spec(spec: str, *, seed: int = 0) -> Router:
     """Build a router from ``spec``.
 
     ``high`` / ``low``: fixed; ``random:0.3``: :class:`RandomRouter` (seeded with ``seed``);
-    ``learned:router.pt`` (optionally ``@0.4`` for the threshold): a trained :class:`LearnedRouter`;
-    ``entropy@1.2`` / ``margin@-0.5``: an :class:`~precision_router.routing.threshold.UncertaintyRouter`;
-    ``oracle-disagree`` / ``oracle-kl@0.8``: the diagnostic oracles of :mod:`precision_router.routing.oracle`;
+    ``learned:router.pt`` (optionally ``@0.4`` for the threshold; a path containing ``@`` is
+    taken whole when the file exists): a trained :class:`LearnedRouter`; ``probe:probe.json[@T]``:
+    a :class:`~precision_router.routing.probe.ProbeRouter`; ``entropy@1.2`` / ``margin@-0.5``: an
+    :class:`~precision_router.routing.threshold.UncertaintyRouter`; ``oracle-disagree`` /
+    ``oracle-kl@0.8``: the diagnostic oracles of :mod:`precision_router.routing.oracle`;
     ``random-ladder:fp32=0.2,gptq-4bit=0.3,gptq-3bit=0.5``: a
     :class:`~precision_router.routing.ladder.RandomLadderRouter` (seeded with ``seed``).
+
+    Raises:
+        PolicySpecError: the spec does not parse (see :func:`parse_policy_spec`).
     """
-    text = spec.strip()
-    if text.lower() == "oracle-disagree":
+    parsed = parse_policy_spec(spec)
+    kind, value = parsed.kind, parsed.value
+    if kind == "high":
+        return AlwaysHigh()
+    if kind == "low":
+        return AlwaysLow()
+    if kind == "random":
+        return RandomRouter(value, seed=seed)  # type: ignore[arg-type]
+    if kind == "oracle-disagree":
         from precision_router.routing.oracle import OracleDisagree
 
         return OracleDisagree()
-    if text.lower().startswith("oracle-kl@"):
+    if kind == "oracle-kl":
         from precision_router.routing.oracle import OracleKL
 
-        return OracleKL(float(text.split("@", 1)[1]))
-    for measure in ("entropy", "margin"):
-        if text.lower().startswith(measure + "@"):
-            from precision_router.routing.threshold import UncertaintyRouter
+        return OracleKL(value)  # type: ignore[arg-type]
+    if kind in ("entropy", "margin"):
+        from precision_router.routing.threshold import UncertaintyRouter
 
-            return UncertaintyRouter(float(text.split("@", 1)[1]), measure)  # type: ignore[arg-type]
-    kind, _, arg = text.partition(":")
-    kind = kind.lower()
-    if kind == "random-ladder" and arg:
+        return UncertaintyRouter(value, kind)  # type: ignore[arg-type]
+    if kind == "random-ladder":
         from precision_router.routing.ladder import RandomLadderRouter
 
-        try:
-            shares = {name.strip(): float(share) for name, _, share in (p.partition("=") for p in arg.split(","))}
-            return RandomLadderRouter(shares, seed=seed)
-        except ValueError as exc:
-            msg = f"bad policy {spec!r}: {exc}; {_HELP}"
-            raise ValueError(msg) from exc
-    if kind == "high" and not arg:
-        return AlwaysHigh()
-    if kind == "low" and not arg:
-        return AlwaysLow()
-    if kind == "random":
-        try:
-            return RandomRouter(float(arg), seed=seed)
-        except ValueError as exc:
-            msg = f"bad policy {spec!r}: {exc}; {_HELP}"
-            raise ValueError(msg) from exc
-    if kind == "probe" and arg:
+        return RandomLadderRouter(dict(parsed.shares or ()), seed=seed)
+    if kind == "probe":
         from precision_router.routing.probe import ProbeRouter
 
-        path, _, threshold = arg.rpartition("@") if "@" in arg else (arg, "", "")
-        return ProbeRouter.load(path, threshold=float(threshold) if threshold else None)
-    if kind == "learned" and arg:
-        from precision_router.routing.learned import LearnedRouter
+        return ProbeRouter.load(parsed.path, threshold=value)  # type: ignore[arg-type]
+    from precision_router.routing.learned import LearnedRouter
 
-        path, _, threshold = arg.rpartition("@") if "@" in arg else (arg, "", "")
-        name = f"learned:{path}" + (f"@{threshold}" if threshold else "")
-        return LearnedRouter.from_checkpoint(path, threshold=float(threshold) if threshold else 0.5, name=name)
-    msg = f"unknown policy {spec!r}; {_HELP}"
-    raise ValueError(msg)
+    name = f"learned:{parsed.path}" + (f"@{value:g}" if value is not None else "")
+    return LearnedRouter.from_checkpoint(parsed.path, threshold=0.5 if value is None else value, name=name)  # type: ignore[arg-type]

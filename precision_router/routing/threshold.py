@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from precision_router.routing.base import RouteDecision, RoutingState
+from precision_router.routing.base import RouteDecision, RoutingState, threshold_value
 
 __all__ = ["UncertaintyRouter", "calibrate_threshold", "uncertainty"]
 
@@ -53,7 +53,7 @@ class UncertaintyRouter:
 
     def __init__(self, threshold: float, measure: Measure = "entropy") -> None:
         uncertainty([0.0, -1.0], measure)  # validates the measure
-        self.threshold = float(threshold)
+        self.threshold = threshold_value(threshold)
         self.measure = measure
         self.name = f"{measure}@{self.threshold:.4g}"
 

@@ -32,7 +32,7 @@ from precision_router.routing.network import RouterConfig, RouterNet, pad_sequen
 from precision_router.traces.schema import Episode
 from precision_router.training.data import EmbeddingCache, episode_states, sequences
 
-__all__ = ["GRPOConfig", "GRPOResult", "episode_return", "group_advantages", "train_grpo"]
+__all__ = ["GRPOConfig", "GRPOResult", "episode_return", "group_advantages", "load_resume_state", "train_grpo"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,43 @@ def _policy_terms(
     return chosen, kl
 
 
+def load_resume_state(
+    path: str | os.PathLike[str], net: RouterNet, optimizer: torch.optim.Optimizer
+) -> tuple[int, list[dict[str, float]]]:
+    """Load a GRPO resume file into ``net`` and ``optimizer``; returns ``(iteration, history)``.
+
+    The file is read with ``weights_only=True``: tensors and plain containers only, so a state
+    file from elsewhere cannot run code.
+
+    Raises:
+        CheckpointMismatchError: the file is not a resume state written by :func:`train_grpo`
+            for this router (delete it, or train with ``resume=False``, to start over).
+    """
+    from precision_router.errors import CheckpointMismatchError
+
+    start_over = f"delete {path} (or train with resume=False) to start this run over"
+    try:
+        saved = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:
+        msg = f"{path} is not a GRPO resume state that loads as tensors and plain values only; {start_over}"
+        raise CheckpointMismatchError(msg) from None
+    keys = {"net", "optimizer", "iteration", "history"}
+    if not isinstance(saved, dict) or not keys <= saved.keys():
+        msg = f"{path} is not a GRPO resume state (expected keys {sorted(keys)}); {start_over}"
+        raise CheckpointMismatchError(msg)
+    iteration, history = saved["iteration"], saved["history"]
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0 or not isinstance(history, list):
+        msg = f"{path} holds a malformed iteration count or history; {start_over}"
+        raise CheckpointMismatchError(msg)
+    try:
+        net.load_state_dict(saved["net"])
+        optimizer.load_state_dict(saved["optimizer"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        msg = f"{path} was saved for another router or optimizer ({exc}); {start_over}"
+        raise CheckpointMismatchError(msg) from exc
+    return iteration, history
+
+
 def train_grpo(
     rollout: Rollout,
     tasks: Sequence[str],
@@ -172,10 +209,7 @@ def train_grpo(
     start_iteration = 0
     history: list[dict[str, float]] = []
     if resume and state_path.exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=False)
-        net.load_state_dict(saved["net"])
-        optimizer.load_state_dict(saved["optimizer"])
-        start_iteration, history = saved["iteration"], saved["history"]
+        start_iteration, history = load_resume_state(state_path, net, optimizer)
         logger.info("resuming GRPO at iteration %d", start_iteration)
     cache = EmbeddingCache(encoder, embedding_cache or out.with_name(out.name + ".emb.pt"))
     rng = random.Random(config.seed)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from precision_router.cli import Command
+from precision_router_alfworld import validation
 from precision_router_alfworld.factory import build_agent, file_digest, load_models, policy_key, resolve_games, run_name
 from precision_router_alfworld.settings import SETTINGS, AgentOptions
 
@@ -223,6 +224,7 @@ def add_grpo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_grpo_command(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router train-grpo``: GRPO with ALFWorld rollouts."""
+    validation.check_grpo_args(args)
     from precision_router import JsonlTraceStore
     from precision_router.routing.encoder import StepEncoder
     from precision_router.training.grpo import GRPOConfig, train_grpo
@@ -281,6 +283,7 @@ def train_grpo_command(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router alfworld eval``: every policy on the same games, one report."""
+    validation.check_eval_args(args)
     from precision_router import JsonlTraceStore
     from precision_router.evaluation.calibration import calibrated
     from precision_router.evaluation.report import PolicyResult, paired_table, plot_frontier, report_table
@@ -361,6 +364,7 @@ def collect_counterfactual(args: argparse.Namespace) -> int:
     ``info["counterfactual"]`` and every branch with ``info["branch_of"]``. Resumable: games whose
     labelled base episode is in the trace file are skipped.
     """
+    validation.check_counterfactual_args(args)
     import random
 
     from tqdm.auto import tqdm
@@ -412,6 +416,7 @@ def collect_counterfactual(args: argparse.Namespace) -> int:
 
 def collect(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router collect-kl``: the high model acts; both precisions score every step."""
+    validation.check_collect_args(args)
     if args.mode != "score":
         print("collect-kl needs --mode score (distributions over the admissible commands)", file=sys.stderr)
         return 2
@@ -434,6 +439,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router alfworld``."""
+    validation.check_alfworld_args(args)
     if args.alfworld_command == "generate":
         from precision_router_alfworld.generate import generate_games
 

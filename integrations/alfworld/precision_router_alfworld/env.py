@@ -21,10 +21,12 @@ import contextlib
 import functools
 import gzip
 import hashlib
+import hmac
 import logging
 import os
 import pickle
 import re
+import secrets
 import sys
 import threading
 import weakref
@@ -288,11 +290,11 @@ class _Engine:
         key = (domain, problem)
         if self._sas is None or self._sas[0] != key:
             file = _sas_cache_file(domain, problem) if self._cache else None
-            translation = _read_pickle(file) if file is not None else None
+            translation = _read_translation(file) if file is not None else None
             if translation is None:
                 translation = _ORIGINALS["pddl2sas"](domain, problem, verbose=verbose, optimize=False)
                 if file is not None:
-                    _write_pickle(file, translation)
+                    _write_translation(file, translation)
             self._sas = (key, translation)
         return self._sas[1]
 
@@ -322,7 +324,7 @@ class _Engine:
 
 
 _ORIGINALS: dict[str, Any] = {}
-_SAS_CACHE_VERSION = "1"
+_SAS_CACHE_VERSION = "2"  # 2: HMAC-signed (1 was an unsigned pickle, never read again)
 
 
 def _remember_originals() -> None:
@@ -380,30 +382,71 @@ def _sas_cache_file(domain: str, problem: str) -> Path:
         digest.update(part.encode("utf-8"))
         digest.update(b"\0")
     key = digest.hexdigest()
-    return cache_dir("alfworld", "sas", key[:2]) / f"{key}.pkl.gz"
+    return cache_dir("alfworld", "sas", key[:2]) / f"{key}.pkl.gz.signed"
 
 
-def _read_pickle(file: Path) -> Any:
-    # Files are written by this module only (into the user's own cache folder).
+def _read_translation(file: Path) -> Any:
+    """A cached translation, or ``None`` (missing, torn, or not signed with this user's key).
+
+    Cache files are ``HMAC-SHA256(key, body) + body`` with ``body`` a gzipped pickle of the
+    ``(task, sas)`` pair; the tag is checked before anything is unpickled, so a file this user's
+    process did not write (copied in, planted, edited) is never unpickled.
+    """
     try:
-        with gzip.open(file, "rb") as f:
-            return pickle.load(f)
+        data = file.read_bytes()
     except FileNotFoundError:
         return None
-    except Exception:  # a torn or stale file: translate again and overwrite it
+    except OSError:
+        logger.debug("ignoring unreadable translation cache file %s", file, exc_info=True)
+        return None
+    tag, body = data[:32], data[32:]
+    if len(tag) < 32 or not hmac.compare_digest(tag, hmac.new(_cache_key(), body, hashlib.sha256).digest()):
+        logger.debug("ignoring translation cache file %s: not signed with this user's key", file)
+        return None
+    try:
+        return pickle.loads(gzip.decompress(body))  # signed by this user's key, checked above
+    except Exception:  # a stale format: translate again and overwrite it
         logger.debug("ignoring unreadable translation cache file %s", file, exc_info=True)
         return None
 
 
-def _write_pickle(file: Path, value: Any) -> None:
+def _write_translation(file: Path, value: Any) -> None:
+    body = gzip.compress(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), compresslevel=1)
+    tag = hmac.new(_cache_key(), body, hashlib.sha256).digest()
     tmp = file.with_name(f"{file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with gzip.open(tmp, "wb", compresslevel=1) as f:
-            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.write_bytes(tag + body)
         os.replace(tmp, file)
     except OSError:
         logger.debug("could not write translation cache file %s", file, exc_info=True)
         tmp.unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _cache_key() -> bytes:
+    """The user's secret key signing the translation cache (created once, readable by the user only)."""
+    from precision_router.cache import cache_dir
+
+    file = cache_dir("alfworld", "sas") / "signing.key"
+    try:
+        key = file.read_bytes()
+    except FileNotFoundError:
+        key = b""
+    if len(key) == 32:
+        return key
+    tmp = file.with_name(f"{file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, secrets.token_bytes(32))
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, file)  # atomic: the first process to create the key wins
+    except FileExistsError:
+        os.unlink(tmp)
+        return file.read_bytes()
+    os.unlink(tmp)
+    return file.read_bytes()
 
 
 def _copy_context(context: dict[str, Any]) -> dict[str, Any]:
