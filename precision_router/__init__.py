@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         route_edge,
     )
     from precision_router.middleware import PrecisionRoutingMiddleware, PrecisionRoutingState
+    from precision_router.models.llamacpp import LlamaCppChatModel
     from precision_router.models.local import LocalChatModel
     from precision_router.models.pair import load_precision_pair
     from precision_router.routing.base import (
@@ -56,6 +57,7 @@ __all__ = [
     "Episode",
     "JsonlTraceStore",
     "LearnedRouter",
+    "LlamaCppChatModel",
     "LocalChatModel",
     "MissingExtraError",
     "ModelLoadError",
@@ -99,6 +101,7 @@ _LAZY = {
     "route_edge": "precision_router.graph",
     "PrecisionRoutingMiddleware": "precision_router.middleware",
     "PrecisionRoutingState": "precision_router.middleware",
+    "LlamaCppChatModel": "precision_router.models.llamacpp",
     "LocalChatModel": "precision_router.models.local",
     "load_precision_pair": "precision_router.models.pair",
     "AlwaysHigh": "precision_router.routing.base",
