@@ -4,7 +4,8 @@
 
 1. candidate scoring speed (naive / packed / packed with prefix cache);
 2. router decision latency as a share of a low-precision step;
-3. the evaluation table on a fixed list of ALFWorld games (the policies of the evaluation harness,
+3. per-step time of each GGUF rung on llama.cpp (when llama-cpp-python is installed);
+4. the evaluation table on a fixed list of ALFWorld games (the policies of the evaluation harness,
    played in one process per CPU core),
    unless --skip-eval.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -33,6 +35,11 @@ def main(argv: list[str] | None = None) -> Path:
     sections += ["## Candidate scoring", "", scoring_speed.table(scoring_speed.run()), ""]
     print("router latency ...", flush=True)
     sections += ["## Router overhead", "", router_latency.table(router_latency.run()), ""]
+    if importlib.util.find_spec("llama_cpp") is not None:
+        import llamacpp_speed
+
+        print("llama.cpp rungs ...", flush=True)
+        sections += ["## GGUF rungs on llama.cpp", "", llamacpp_speed.table(llamacpp_speed.run()), ""]
     if not args.skip_eval:
         import eval_fixed
 

@@ -30,6 +30,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from precision_router.chat_model import RoutedChatModel
+from precision_router.models.llamacpp_scoring import scorer_for
 from precision_router.models.scoring import ActionScorer, action_log_probs, kl_divergence
 from precision_router.traces.schema import Episode, Step
 from precision_router_alfworld.prompts import Example, PromptConfig, build_messages
@@ -162,12 +163,14 @@ class AlfworldAgent:
         self._neutral: dict[str, dict[str, float]] = {}
         if self.config.mode == "score":
             for route, chat in (("high", model.high), ("low", model.low)):
-                hf_model = getattr(chat, "hf_model", None)
-                if hf_model is None:
-                    msg = f"score mode needs local models (LocalChatModel); the {route} model is {type(chat).__name__}"
+                if not hasattr(chat, "ensure_loaded"):
+                    msg = (
+                        "score mode needs local models (LocalChatModel, LlamaCppChatModel); "
+                        f"the {route} model is {type(chat).__name__}"
+                    )
                     raise TypeError(msg)
-                chat.ensure_loaded()  # type: ignore[attr-defined]
-                self.scorers[route] = ActionScorer(chat.hf_model, chat.tokenizer)  # type: ignore[attr-defined]
+                chat.ensure_loaded()
+                self.scorers[route] = scorer_for(chat)
         needs_scores = getattr(model.router, "needs_low_scores", False) or getattr(
             model.router, "needs_both_scores", False
         )
@@ -287,7 +290,7 @@ class AlfworldAgent:
             chat = self.model.high if route == "high" else self.model.low
             scorer = self._neutral_scorers.get(route)
             if scorer is None:
-                scorer = self._neutral_scorers[route] = ActionScorer(chat.hf_model, chat.tokenizer)  # type: ignore[attr-defined]
+                scorer = self._neutral_scorers[route] = scorer_for(chat)
             prompt = chat.render(build_messages("You are in a room.", [], config=self.config.prompt))  # type: ignore[attr-defined]
             for command, value in zip(
                 missing, scorer.score(prompt, missing, normalize=self.config.normalize), strict=True
