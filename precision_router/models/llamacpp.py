@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -43,40 +44,91 @@ def _llama_cpp() -> Any:
     return require("llama_cpp", extra="llamacpp", purpose="the llama.cpp backend", package="llama-cpp-python")
 
 
+_LOG_CALLBACK: Any = None
+
+
+def _quiet_logs(lib: Any) -> None:
+    """Send llama.cpp's own log lines (model loading, quantization) nowhere, once per process."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:
+        _LOG_CALLBACK = lib.llama_log_callback(lambda level, text, data: None)
+        lib.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
 class LlamaCppRuntime:
     """One GGUF file loaded in llama.cpp, with the token sequence its KV cache holds.
 
-    Every method takes the runtime's lock; :meth:`logits_after` reuses the cached prefix.
+    The KV cache is unified across sequences: sequence 0 holds the current prompt, and
+    :meth:`branch_logits` evaluates several continuations of it at once, each on its own
+    sequence that shares the prompt's cells (no copy), in one llama.cpp call. Every method takes
+    the runtime's lock; :meth:`logits_after` reuses the cached prefix.
 
     Args:
         path: the ``.gguf`` file.
-        n_ctx: context length in tokens.
+        n_ctx: context length in tokens (the prompt plus the continuations scored at once).
         n_threads: CPU threads (default: every core).
         n_batch: most tokens evaluated per llama.cpp call.
+        n_seq: most sequences (continuations scored in one call, plus the prompt's).
+        repack: let llama.cpp repack quantized weights for this CPU (its "extra buffer types":
+            faster on many CPUs, but it crashed on quantized files on this project's AMX machines,
+            so it is off unless asked for).
+        f32_cache: keep the KV cache and attention in float32 (llama.cpp's default is float16):
+            slower, for comparisons with torch at float32.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512
+        self,
+        path: str | os.PathLike[str],
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        n_seq: int = 64,
+        repack: bool = False,
+        f32_cache: bool = False,
     ) -> None:
         lib = _llama_cpp()
         self.lib = lib
         self.path = Path(path)
+        if not self.path.is_file():
+            msg = f"no GGUF file at {self.path}"
+            raise FileNotFoundError(msg)
         threads = n_threads or os.cpu_count() or 1
-        self.llama = lib.Llama(
-            model_path=str(self.path),
-            n_ctx=n_ctx,
-            n_batch=n_batch,
-            n_ubatch=n_batch,
-            n_threads=threads,
-            n_threads_batch=threads,
-            logits_all=False,
-            verbose=False,
-        )
-        self.n_ctx = int(self.llama.n_ctx())
+        _quiet_logs(lib)
+        lib.llama_backend_init()
+        model_params = lib.llama_model_default_params()
+        model_params.use_extra_bufts = repack
+        self.model = lib.llama_model_load_from_file(str(self.path).encode(), model_params)
+        if not self.model:
+            msg = f"llama.cpp could not load {self.path}"
+            raise RuntimeError(msg)
+        n_seq = max(2, min(n_seq, int(lib.llama_max_parallel_sequences())))
+        params = lib.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq
+        params.kv_unified = True
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        if f32_cache:
+            params.type_k = params.type_v = lib.GGML_TYPE_F32
+            params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED  # its CPU kernel rounds queries to f16
+        self.ctx = lib.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            msg = f"llama.cpp could not create a context for {self.path} (n_ctx={n_ctx})"
+            raise RuntimeError(msg)
+        self.n_ctx = int(lib.llama_n_ctx(self.ctx))
         self.n_batch = n_batch
-        self.n_vocab = int(self.llama.n_vocab())
-        self.vocab = lib.llama_model_get_vocab(self.llama.model)
-        self.memory = lib.llama_get_memory(self.llama.ctx)
+        self.n_seq = n_seq
+        self.vocab = lib.llama_model_get_vocab(self.model)
+        self.n_vocab = int(lib.llama_vocab_n_tokens(self.vocab))
+        self.eos_id = int(lib.llama_vocab_eos(self.vocab))
+        self.bos_id = int(lib.llama_vocab_bos(self.vocab))
+        template = lib.llama_model_chat_template(self.model, None)
+        self.chat_template: str | None = template.decode("utf-8") if template else None
+        self.memory = lib.llama_get_memory(self.ctx)
         self.lock = threading.RLock()
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         self._ids: list[int] = []
@@ -84,19 +136,40 @@ class LlamaCppRuntime:
         self.stats = {"evaluated_tokens": 0, "reused_tokens": 0}
 
     def __del__(self) -> None:
-        batch = getattr(self, "_batch", None)
+        lib = getattr(self, "lib", None)
+        if lib is None or lib.llama_free is None:  # interpreter shutdown: the library is gone
+            return
+        batch, ctx, model = getattr(self, "_batch", None), getattr(self, "ctx", None), getattr(self, "model", None)
+        self._batch = self.ctx = self.model = None
         if batch is not None:
-            self._batch = None
-            self.lib.llama_batch_free(batch)
+            lib.llama_batch_free(batch)
+        if ctx:
+            lib.llama_free(ctx)
+        if model:
+            lib.llama_model_free(model)
 
     # -- text <-> tokens -------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (special tokens such as ``<|im_start|>`` parsed, no BOS added)."""
-        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        while True:
+            buffer = (self.lib.llama_token * size)()
+            count = self.lib.llama_tokenize(self.vocab, data, len(data), buffer, size, False, True)
+            if count >= 0:
+                return list(buffer[:count])
+            size = -count
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids`` without special tokens (an incomplete UTF-8 tail shows as U+FFFD)."""
-        return bytes(self.llama.detokenize(list(ids), special=False)).decode("utf-8", errors="replace")
+        tokens = (self.lib.llama_token * max(len(ids), 1))(*ids)
+        size = 8 * len(ids) + 16
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            count = self.lib.llama_detokenize(self.vocab, tokens, len(ids), buffer, size, True, False)
+            if count >= 0:
+                return buffer.raw[:count].decode("utf-8", errors="replace")
+            size = -count
 
     def token_text(self, token: int) -> str:
         """The vocabulary entry of ``token`` as stored in the file."""
@@ -109,40 +182,34 @@ class LlamaCppRuntime:
 
     def end_ids(self) -> set[int]:
         """Tokens that end a turn: EOS and ``<|im_end|>`` when the vocabulary has it."""
-        ids = {int(self.llama.token_eos())}
+        ids = {self.eos_id}
         if (end := self.special_id(END_OF_TURN)) is not None:
             ids.add(end)
         return {i for i in ids if i >= 0}
 
     # -- evaluation ----------------------------------------------------------------------------
-    def _evaluate(self, tokens: Sequence[int], start: int, *, every: bool) -> np.ndarray:
-        """Evaluate ``tokens`` at positions ``start...`` on sequence 0; the logits of every token or the last."""
-        if start + len(tokens) > self.n_ctx:
-            msg = (
-                f"{start + len(tokens)} tokens do not fit the llama.cpp context of {self.n_ctx}; "
-                "pass a larger n_ctx= to the model"
-            )
+    def _decode(self, entries: Sequence[tuple[int, int, int, bool]]) -> np.ndarray:
+        """One llama.cpp call over ``(token, position, sequence, wants_logits)`` entries; their logits rows."""
+        lib, batch = self.lib, self._batch
+        batch.n_tokens = len(entries)
+        for i, (token, position, sequence, logits) in enumerate(entries):
+            batch.token[i] = token
+            batch.pos[i] = position
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = sequence
+            batch.logits[i] = logits
+        code = lib.llama_decode(self.ctx, batch)
+        if code != 0:
+            msg = f"llama_decode returned {code} (the context of {self.n_ctx} tokens may be full: pass a larger n_ctx=)"
+            raise RuntimeError(msg)
+        rows = sum(1 for entry in entries if entry[3])
+        self.stats["evaluated_tokens"] += len(entries)
+        return np.ctypeslib.as_array(lib.llama_get_logits(self.ctx), shape=(rows, self.n_vocab)).copy()
+
+    def _check_fits(self, tokens: int) -> None:
+        if tokens > self.n_ctx:
+            msg = f"{tokens} tokens do not fit the llama.cpp context of {self.n_ctx}; pass a larger n_ctx= to the model"
             raise ValueError(msg)
-        lib, batch, rows = self.lib, self._batch, []
-        for offset in range(0, len(tokens), self.n_batch):
-            chunk = tokens[offset : offset + self.n_batch]
-            batch.n_tokens = len(chunk)
-            for i, token in enumerate(chunk):
-                batch.token[i] = token
-                batch.pos[i] = start + offset + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = every
-            batch.logits[len(chunk) - 1] = True
-            code = lib.llama_decode(self.llama.ctx, batch)
-            if code != 0:
-                msg = f"llama_decode returned {code}"
-                raise RuntimeError(msg)
-            n_out = len(chunk) if every else 1
-            pointer = lib.llama_get_logits(self.llama.ctx)
-            rows.append(np.ctypeslib.as_array(pointer, shape=(n_out, self.n_vocab)).copy())
-        self.stats["evaluated_tokens"] += len(tokens)
-        return np.concatenate(rows) if len(rows) > 1 else rows[0]
 
     def _truncate(self, length: int) -> None:
         self.lib.llama_memory_seq_rm(self.memory, 0, length, -1)
@@ -159,6 +226,7 @@ class LlamaCppRuntime:
             if ids == self._ids and self._last is not None:
                 self.stats["reused_tokens"] += len(ids)
                 return self._last
+            self._check_fits(len(ids))
             known = len(self._ids)
             if known <= len(ids) and ids[:known] == self._ids:
                 common = known
@@ -170,25 +238,54 @@ class LlamaCppRuntime:
             common = min(common, len(ids) - 1)  # re-evaluate the last token when its logits are unknown
             if common < known:
                 self._truncate(common)
-            logits = self._evaluate(ids[common:], common, every=False)[-1]
+            rows = np.empty((0, self.n_vocab), dtype=np.float32)
+            for start in range(common, len(ids), self.n_batch):
+                chunk = ids[start : start + self.n_batch]
+                end = start + len(chunk)
+                rows = self._decode([(t, start + i, 0, start + i == len(ids) - 1) for i, t in enumerate(chunk)])
+                self._ids = ids[:end]
             self.stats["reused_tokens"] += common
-            self._ids, self._last = ids, logits
-            return logits
+            self._ids, self._last = ids, rows[-1]
+            return self._last
 
-    def continuation_logits(self, prefix: Sequence[int], tokens: Sequence[int]) -> np.ndarray:
-        """Logits after each of ``tokens`` following ``prefix`` (``len(tokens) x n_vocab``).
+    def branch_logits(self, prefix: Sequence[int], branches: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """For each branch, the logits after each of its tokens following ``prefix`` (``len x n_vocab``).
 
-        The KV cache is returned to ``prefix`` afterwards, so the next continuation of the same
-        prefix evaluates only its own tokens.
+        Branches are evaluated together, each on its own sequence sharing the prefix's cache
+        cells, in as few llama.cpp calls as ``n_batch`` and ``n_seq`` allow; the cache then holds
+        the prefix again.
         """
         with self.lock:
             last = self.logits_after(prefix)
-            if not tokens:
-                return np.zeros((0, self.n_vocab), dtype=np.float32)
-            rows = self._evaluate(list(tokens), len(self._ids), every=True)
-            self.lib.llama_memory_seq_rm(self.memory, 0, len(self._ids), -1)
+            base = len(self._ids)
+            out: list[np.ndarray] = [np.zeros((0, self.n_vocab), dtype=np.float32)] * len(branches)
+            todo = [(i, list(b)) for i, b in enumerate(branches) if b]
+            for branch in todo:
+                if len(branch[1]) > self.n_batch:
+                    msg = f"a continuation of {len(branch[1])} tokens exceeds n_batch={self.n_batch}"
+                    raise ValueError(msg)
+            while todo:
+                group: list[tuple[int, list[int]]] = []
+                size = 0
+                while todo and len(group) < self.n_seq - 1 and size + len(todo[0][1]) <= self.n_batch:
+                    group.append(todo.pop(0))
+                    size += len(group[-1][1])
+                self._check_fits(base + size)
+                entries = []
+                for sequence, (_, tokens) in enumerate(group, start=1):
+                    self.lib.llama_memory_seq_cp(self.memory, 0, sequence, -1, -1)
+                    entries += [(t, base + k, sequence, True) for k, t in enumerate(tokens)]
+                try:
+                    rows = self._decode(entries)
+                finally:
+                    for sequence in range(1, len(group) + 1):
+                        self.lib.llama_memory_seq_rm(self.memory, sequence, -1, -1)
+                start = 0
+                for index, tokens in group:
+                    out[index] = rows[start : start + len(tokens)]
+                    start += len(tokens)
             self._last = last
-            return rows
+            return out
 
 
 def load_runtime(path: str | os.PathLike[str], **kwargs: Any) -> LlamaCppRuntime:
@@ -206,11 +303,9 @@ class GGUFTokenizer:
 
     def __init__(self, runtime: LlamaCppRuntime) -> None:
         self.runtime = runtime
-        metadata = runtime.llama.metadata or {}
-        self.chat_template: str | None = metadata.get("tokenizer.chat_template") or None
-        self.eos_token = runtime.token_text(int(runtime.llama.token_eos()))
-        bos = int(runtime.llama.token_bos())
-        self.bos_token = runtime.token_text(bos) if bos >= 0 else ""
+        self.chat_template: str | None = runtime.chat_template
+        self.eos_token = runtime.token_text(runtime.eos_id) if runtime.eos_id >= 0 else ""
+        self.bos_token = runtime.token_text(runtime.bos_id) if runtime.bos_id >= 0 else ""
         self._vocab: dict[str, int] | None = None
 
     def __len__(self) -> int:

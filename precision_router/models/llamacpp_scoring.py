@@ -1,9 +1,10 @@
 """Candidate scoring on llama.cpp: :class:`~precision_router.models.scoring.ActionScorer`'s contract on a GGUF runtime.
 
 The prompt is evaluated once into the KV cache (and kept between calls: the next step of a
-conversation evaluates only the tokens after the longest common prefix); each candidate is then
-evaluated after that prefix with the logits of all its tokens, and the cache cut back to the
-prompt, so a candidate costs its own tokens only. As in the torch scorer, every candidate ends
+conversation evaluates only the tokens after the longest common prefix); all candidates are then
+evaluated in one llama.cpp call, each on its own sequence that shares the prompt's cache cells
+(llama.cpp's sequence copy, no data copied), and the cache cut back to the prompt, so a
+candidate costs its own tokens only. As in the torch scorer, every candidate ends
 with the end-of-turn token, and the result is the summed (or mean) token log-likelihood.
 
 On the same weights (a GGUF file at F32 and transformers' float32 dequantization of it) the
@@ -63,18 +64,21 @@ class LlamaCppScorer:
                 raise ValueError(msg)
             before = dict(runtime.stats)
             first = _log_softmax(runtime.logits_after(ids))
-            scores = np.empty(len(candidates), dtype=np.float64)
-            for i, text in enumerate(candidates):
+            cands = []
+            for text in candidates:
                 cand = runtime.encode(text) if text else []
                 if self.end_id is not None:
                     cand.append(self.end_id)
                 if not cand:
                     msg = "an empty candidate has no tokens to score; pass end_token or drop empty candidates"
                     raise ValueError(msg)
+                cands.append(cand)
+            branches = runtime.branch_logits(ids, [cand[:-1] for cand in cands])
+            scores = np.empty(len(cands), dtype=np.float64)
+            for i, (cand, logits) in enumerate(zip(cands, branches, strict=True)):
                 value = float(first[cand[0]])
                 if len(cand) > 1:
-                    logp = _log_softmax(runtime.continuation_logits(ids, cand[:-1]))
-                    value += float(logp[np.arange(len(cand) - 1), cand[1:]].sum())
+                    value += float(_log_softmax(logits)[np.arange(len(cand) - 1), cand[1:]].sum())
                 self.stats["candidate_tokens"] += len(cand)
                 scores[i] = value / len(cand) if normalize == "mean" else value
             self.stats["reused_tokens"] += runtime.stats["reused_tokens"] - before["reused_tokens"]
@@ -95,7 +99,7 @@ def _end_id(runtime: LlamaCppRuntime, end_token: str | None) -> int | None:
         return None
     if end_token is None:
         end = runtime.special_id(END_OF_TURN)
-        return end if end is not None else int(runtime.llama.token_eos())
+        return end if end is not None else runtime.eos_id
     token = runtime.special_id(end_token)
     if token is None:
         msg = f"end token {end_token!r} is not a single token of this vocabulary; pass end_token=... or ''"
