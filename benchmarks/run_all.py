@@ -5,7 +5,8 @@
 1. candidate scoring speed (naive / packed / packed with prefix cache);
 2. router decision latency as a share of a low-precision step;
 3. memory of reading a large trace file (peak RSS above baseline while counting a 500 MB file's episodes);
-4. the evaluation table on a fixed list of ALFWorld games (the policies of the evaluation harness,
+4. per-step time of each GGUF rung on llama.cpp (when llama-cpp-python is installed);
+5. the evaluation table on a fixed list of ALFWorld games (the policies of the evaluation harness,
    played in one process per CPU core),
    unless --skip-eval.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -38,6 +40,11 @@ def main(argv: list[str] | None = None) -> Path:
     sections += ["## Router overhead", "", router_latency.table(router_latency.run()), ""]
     print("trace reading memory ...", flush=True)
     sections += ["## Reading a large trace file", "", trace_reading.table(trace_reading.run(args.trace_mb)), ""]
+    if importlib.util.find_spec("llama_cpp") is not None:
+        import llamacpp_speed
+
+        print("llama.cpp rungs ...", flush=True)
+        sections += ["## GGUF rungs on llama.cpp", "", llamacpp_speed.table(llamacpp_speed.run()), ""]
     if not args.skip_eval:
         import eval_fixed
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         route_edge,
     )
     from precision_router.middleware import PrecisionRoutingMiddleware, PrecisionRoutingState
+    from precision_router.models.llamacpp import LlamaCppChatModel
     from precision_router.models.local import LocalChatModel
     from precision_router.models.pair import load_precision_pair
     from precision_router.routing.base import (
@@ -62,6 +63,7 @@ __all__ = [
     "InvalidArgumentError",
     "JsonlTraceStore",
     "LearnedRouter",
+    "LlamaCppChatModel",
     "LocalChatModel",
     "MissingExtraError",
     "ModelLoadError",
@@ -114,6 +116,7 @@ _LAZY = {
     "route_edge": "precision_router.graph",
     "PrecisionRoutingMiddleware": "precision_router.middleware",
     "PrecisionRoutingState": "precision_router.middleware",
+    "LlamaCppChatModel": "precision_router.models.llamacpp",
     "LocalChatModel": "precision_router.models.local",
     "load_precision_pair": "precision_router.models.pair",
     "AlwaysHigh": "precision_router.routing.base",

@@ -108,8 +108,15 @@ def check_trace_output(path: str | os.PathLike[str], option: str = "--traces") -
         fail(f"{option}: {parent} is a file, so {out} cannot be created; give another path")
 
 
-def check_precision(value: str, option: str, *, high: bool = False) -> None:
-    """A precision name (``fp32``, ``gptq-3bit`` ...), or, for a low copy, a quantized model folder."""
+def check_precision(value: str, option: str, *, high: bool = False, backend: str = "torch") -> None:
+    """A precision name (``fp32``, ``gptq-3bit`` ...), or, for a low copy, a quantized model folder.
+
+    With ``backend="llama.cpp"``: a GGUF rung this llama.cpp build can write (``q8_0``, ``q4_k_m``
+    ...) or a ``.gguf`` file.
+    """
+    if backend == "llama.cpp":
+        _check_gguf_rung(value, option)
+        return
     from precision_router.models.quantize import parse_precision
 
     if not high and Path(str(value)).expanduser().is_dir():
@@ -120,6 +127,21 @@ def check_precision(value: str, option: str, *, high: bool = False) -> None:
         fail(f"{option}: {exc}")
     if high and spec.method != "none":
         fail(f"{option}: the high model must be a full precision (fp32, bf16, fp16), got {value!r}")
+
+
+def _check_gguf_rung(value: str, option: str) -> None:
+    if str(value).endswith(".gguf"):
+        check_file(value, option, "give an existing .gguf file or a rung name such as q4_k_m")
+        return
+    from precision_router.errors import MissingExtraError
+    from precision_router.models.gguf_rungs import rung_types
+
+    try:
+        known = rung_types()
+    except MissingExtraError as exc:
+        fail(f"{option}: {exc}")
+    if str(value).lower() not in known:
+        fail(f"{option}: {value!r} is not a GGUF rung; use one of {', '.join(sorted(known))}, or a .gguf file")
 
 
 # -- the core commands --------------------------------------------------------------------------

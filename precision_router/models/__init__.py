@@ -6,6 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from precision_router.models.llamacpp import LlamaCppChatModel
     from precision_router.models.local import LocalChatModel
     from precision_router.models.pair import check_same_tokenizer, load_precision_pair
     from precision_router.models.presets import PRESETS, ModelPreset, register_preset
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRESETS",
+    "LlamaCppChatModel",
     "LocalChatModel",
     "ModelPreset",
     "QuantSpec",
@@ -24,6 +26,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "LlamaCppChatModel": "precision_router.models.llamacpp",
     "LocalChatModel": "precision_router.models.local",
     "check_same_tokenizer": "precision_router.models.pair",
     "load_precision_pair": "precision_router.models.pair",

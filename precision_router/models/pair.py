@@ -47,10 +47,11 @@ def check_same_tokenizer(
 
 def load_precision_pair(
     source: str | os.PathLike[str] = "smollm2-135m-instruct",
-    low: str = "gptq-3bit",
-    high: str = "fp32",
+    low: str | None = None,
+    high: str | None = None,
     *,
     gptq_texts: list[str] | None = None,
+    backend: str = "torch",
     device: str | None = None,
     calibration: list[str] | None = None,
     **chat_kwargs: Any,
@@ -63,9 +64,14 @@ def load_precision_pair(
         low: ``"gptq-3bit"`` / ``"gptq-4bit"`` (GPTQ via gptqmodel, cached on disk; on CPU the
             weights are dequantized to float32), ``"rtn-4bit"`` / ``"rtn-3bit"`` (round-to-nearest,
             no GPTQ texts needed), ``"bf16"``, or the path of an already-quantized model folder.
-        high: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``.
+            With ``backend="llama.cpp"``: a GGUF rung (default ``"q4_k_m"``; ``"q3_k_m"``, ``"q2_k"``
+            ...) or a ``.gguf`` file; see :mod:`precision_router.models.gguf_rungs`.
+        high: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``. With ``backend="llama.cpp"``: a GGUF
+            rung (default ``"q8_0"``; ``"f16"`` ...) or a ``.gguf`` file.
         gptq_texts: the texts GPTQ quantizes on (default: a small built-in chat set,
             :func:`~precision_router.models.gptq_texts.default_gptq_texts`).
+        backend: ``"torch"`` (transformers, default) or ``"llama.cpp"`` (GGUF rungs on llama.cpp,
+            :class:`~precision_router.models.llamacpp.LlamaCppChatModel` s; the ``[llamacpp]`` extra).
         device: torch device (default: CPU, or CUDA for gptqmodel's kernels when available).
         calibration: former name of ``gptq_texts``.
         chat_kwargs: passed to both :class:`LocalChatModel` s (``max_tokens``, ``temperature``...).
@@ -75,8 +81,16 @@ def load_precision_pair(
 
     Raises:
         InvalidArgumentError: ``high`` or ``low`` names no known precision (checked before loading).
-        TokenizerMismatchError: ``low`` is a folder whose tokenizer differs from the source's.
+        TokenizerMismatchError: ``low`` is a folder (or ``.gguf`` file) whose tokenizer differs.
     """
+    if backend in {"llama.cpp", "llamacpp", "gguf"}:
+        from precision_router.models.gguf_rungs import load_gguf_pair
+
+        return load_gguf_pair(source, high, low, **chat_kwargs)  # type: ignore[return-value]
+    if backend != "torch":
+        msg = f"unknown backend {backend!r}; use 'torch' or 'llama.cpp'"
+        raise ValueError(msg)
+    low, high = low or "gptq-3bit", high or "fp32"
     high_spec = parse_precision(high)
     if high_spec.method != "none":
         msg = f"high must be a full precision (fp32, bf16, fp16), got {high!r}"

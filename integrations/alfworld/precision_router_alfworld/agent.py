@@ -34,6 +34,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from precision_router.chat_model import RoutedChatModel
+from precision_router.models.llamacpp_scoring import scorer_for
 from precision_router.models.local import LocalChatModel
 from precision_router.models.scoring import ActionScorer, action_log_probs, kl_divergence
 from precision_router.routing.base import scores_needed
@@ -124,11 +125,14 @@ class AlfworldAgent:
         if self.config.mode == "score":
             for rung, chat in zip(self.ladder.names, model.models, strict=True):
                 if not isinstance(chat, LocalChatModel):
-                    msg = f"score mode needs local models (LocalChatModel); the {rung} model is {type(chat).__name__}"
+                    msg = (
+                        "score mode needs local models (LocalChatModel, LlamaCppChatModel); "
+                        f"the {rung} model is {type(chat).__name__}"
+                    )
                     raise TypeError(msg)
                 chat.ensure_loaded()
                 self._locals[rung] = chat
-                self.scorers[rung] = ActionScorer(chat.hf_model, chat.tokenizer)
+                self.scorers[rung] = scorer_for(chat)
         self.needs_scores = scores_needed(model.router)
         if self.needs_scores and self.config.mode != "score":
             msg = f"the {model.router.name} router reads the low model's action scores: use mode='score'"
@@ -270,7 +274,7 @@ class AlfworldAgent:
             chat = self._local(route)
             scorer = self._neutral_scorers.get(route)
             if scorer is None:
-                scorer = self._neutral_scorers[route] = ActionScorer(chat.hf_model, chat.tokenizer)
+                scorer = self._neutral_scorers[route] = scorer_for(chat)
             prompt = chat.render(build_messages("You are in a room.", [], config=self.config.prompt))
             for command, value in zip(
                 missing, scorer.score(prompt, missing, normalize=self.config.normalize), strict=True

@@ -32,6 +32,17 @@ class _SettingAction(argparse.Action):
             setattr(namespace, key, list(value) if isinstance(value, list) else value)
 
 
+class _BackendAction(argparse.Action):
+    """``--backend llama.cpp``: GGUF rungs (default high q8_0, low q4_k_m; --high / --low after it override)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        setattr(namespace, self.dest, values)
+        if values == "llama.cpp":
+            from precision_router.models.gguf_rungs import DEFAULT_HIGH, DEFAULT_LOW
+
+            namespace.high, namespace.low = DEFAULT_HIGH, DEFAULT_LOW
+
+
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by every command that runs the agent."""
     parser.add_argument(
@@ -57,6 +68,13 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model preset, folder or hub id")
     parser.add_argument("--low", default="gptq-3bit", help="low precision (gptq-3bit, gptq-4bit, rtn-4bit, ...)")
     parser.add_argument("--high", default="fp32", help="high precision (fp32, bf16)")
+    parser.add_argument(
+        "--backend",
+        choices=["torch", "llama.cpp"],
+        default="torch",
+        action=_BackendAction,
+        help="llama.cpp: GGUF rungs (--high q8_0|f16, --low q4_k_m|q3_k_m|q2_k; give them after --backend)",
+    )
     parser.add_argument("--mode", choices=["score", "generate"], default="score")
     parser.add_argument("--max-steps", type=int, default=30)
     parser.add_argument("--normalize", choices=["sum", "mean"], default="sum", help="candidate score: sum or mean")

@@ -89,7 +89,7 @@ def load_pair(options: Options) -> tuple[Any, Any]:
         return tiny_precision_pair("rtn-3bit")
     from precision_router import load_precision_pair
 
-    return load_precision_pair(opts.model, low=opts.low, high=opts.high)
+    return load_precision_pair(opts.model, low=opts.low, high=opts.high, backend=opts.backend)
 
 
 def load_models(options: Options) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def load_models(options: Options) -> dict[str, Any]:
 
     models: dict[str, Any] = {}
     for rung in cheaper:
-        high, low = load_precision_pair(opts.model, low=rung, high=top)
+        high, low = load_precision_pair(opts.model, low=rung, high=top, backend=opts.backend)
         models.setdefault(top, high)
         models[rung] = low
     return models

@@ -121,6 +121,8 @@ class AgentOptions:
     model: str = "smollm2-135m-instruct"
     low: str = "gptq-3bit"
     high: str = "fp32"
+    backend: Literal["torch", "llama.cpp"] = "torch"
+    """``llama.cpp``: ``high`` / ``low`` are GGUF rungs (``q8_0``, ``q4_k_m`` ...) or ``.gguf`` files."""
     mode: Literal["score", "generate"] = "score"
     max_steps: int = 30
     normalize: Literal["sum", "mean"] = "sum"

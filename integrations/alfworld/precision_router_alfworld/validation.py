@@ -44,8 +44,9 @@ def check_task_types(task_types: list[str] | None) -> None:
 def check_agent_args(args: argparse.Namespace) -> None:
     """Arguments shared by every command that runs the agent."""
     check_task_types(args.task_types)
-    check_precision(args.low, "--low")
-    check_precision(args.high, "--high", high=True)
+    backend = getattr(args, "backend", "torch")
+    check_precision(args.low, "--low", backend=backend)
+    check_precision(args.high, "--high", high=True, backend=backend)
     check_count(args.games, "--games")
     check_count(args.max_steps, "--max-steps")
     check_count(args.fewshot, "--fewshot", minimum=0)

