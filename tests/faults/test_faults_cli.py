@@ -20,8 +20,9 @@ def files(tmp_path, monkeypatch):
     from precision_router.routing.learned import LearnedRouter
     from precision_router.routing.network import RouterNet
 
-    monkeypatch.setattr(precision_router.models.pair, "load_precision_pair", _refuse)
+    # the package first: reading its lazy attribute caches the real function, which the undo restores
     monkeypatch.setattr(precision_router, "load_precision_pair", _refuse, raising=False)
+    monkeypatch.setattr(precision_router.models.pair, "load_precision_pair", _refuse)
     monkeypatch.setattr(RouterNet, "load", _refuse)
     monkeypatch.setattr(LearnedRouter, "from_checkpoint", _refuse)
     monkeypatch.setattr(StepEncoder, "__init__", _refuse)
