@@ -24,10 +24,13 @@ on all 140 `valid_seen` games is in benchmarks/results/real/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import logging
 import os
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,44 @@ def quiet_library_noise() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights: 100%|...|" per model
+
+
+@contextlib.contextmanager
+def output_to(log: Path) -> Iterator[None]:
+    """Send everything the libraries write (gptqmodel's progress bars, notes and warnings) to ``log``.
+
+    The one-time model preparation prints several hundred lines; the demo shows its own progress
+    lines (``precision_router.models`` logs) instead, and the log's tail if something fails.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    console = logging.StreamHandler(os.fdopen(os.dup(saved[0]), "w", buffering=1))
+    console.setFormatter(logging.Formatter("  %(message)s"))
+    shown = logging.getLogger("precision_router.models")
+    shown.addHandler(console)
+    shown.propagate = False
+    try:
+        with log.open("w") as f:
+            os.dup2(f.fileno(), 1)
+            os.dup2(f.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    except BaseException:
+        print("".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:]), file=sys.stderr)
+        raise
+    finally:
+        shown.removeHandler(console)
+        shown.propagate = True
+        console.stream.close()
+        for fd in saved:
+            os.close(fd)
 
 
 def find_data(given: str | None) -> str | None:
@@ -169,8 +210,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         logging.getLogger("precision_router.models").setLevel(logging.INFO)  # each one-time preparation step
     loaded = time.perf_counter()
-    models = load_models(options)
-    print(f"models ready in {time.perf_counter() - loaded:.0f} s")
+    log = args.traces.with_name("demo-models.log")
+    with contextlib.nullcontext() if args.tiny else output_to(log):
+        models = load_models(options)
+    print(
+        f"models ready in {time.perf_counter() - loaded:.0f} s" + ("" if args.tiny else f" (libraries' output: {log})")
+    )
 
     store = JsonlTraceStore(args.traces)
     env = AlfworldEnv(games[0], max_steps=options.max_steps)
