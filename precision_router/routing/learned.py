@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import threading
 from typing import TYPE_CHECKING
 
+from precision_router.locks import PicklableLock
 from precision_router.routing.base import ROUTES, Route, RouteDecision, RoutingState, threshold_name
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class LearnedRouter:
         self.seed = seed
         self.version = version or net.fingerprint()
         self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        self._lock = threading.Lock()
+        self._lock = PicklableLock()
 
     def __repr__(self) -> str:
         return f"LearnedRouter(version={self.version!r}, threshold={self.threshold}, sample={self.sample})"
