@@ -12,13 +12,23 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from precision_router.cli import Command
 from precision_router_alfworld import validation
 from precision_router_alfworld.factory import build_agent, file_digest, load_models, policy_key, resolve_games, run_name
 from precision_router_alfworld.settings import SETTINGS, AgentOptions
 
-__all__ = ["add_agent_arguments", "add_arguments", "run"]
+if TYPE_CHECKING:
+    from precision_router.evaluation.report import PolicyResult
+    from precision_router.routing.base import Router
+    from precision_router.traces.schema import Episode
+    from precision_router.traces.store import TraceStore
+    from precision_router_alfworld.data import GameInfo
+    from precision_router_alfworld.rollouts import RolloutEngine
+    from precision_router_alfworld.runner import RunResult
+
+__all__ = ["add_agent_arguments", "add_arguments", "add_rollout_arguments", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +125,51 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny random models (for smoke tests)")
 
 
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        msg = f"--workers must be a number or 'auto', got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where episodes are played: in this process, or on Ray workers (the rollout engine)."""
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N|auto",
+        help="Ray workers, each with its own models and game engine (auto: this machine's cores; default: "
+        "play in this process, or one worker per cluster CPU with --ray-address); needs the [ray] extra",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="join this Ray cluster (`ray start --head` prints it; default: $RAY_ADDRESS, else a local instance)",
+    )
+
+
+def _engine(args: argparse.Namespace, options: AgentOptions, **kwargs: object) -> RolloutEngine:
+    """The rollout engine ``--workers`` / ``--ray-address`` ask for."""
+    from precision_router_alfworld.rollouts import RolloutEngine, resolve_workers
+
+    return RolloutEngine(options, workers=resolve_workers(args.workers), ray_address=args.ray_address, **kwargs)  # type: ignore[arg-type]
+
+
+def _report_failures(results: list[RunResult]) -> int:
+    """Print every failed game to stderr; the exit status (1 if any game failed)."""
+    lines = [line for result in results for line in result.failure_lines()]
+    for line in lines:
+        print(line, file=sys.stderr)
+    if lines:
+        print(f"{len(lines)} games failed (their episodes are not recorded; rerun to retry them)", file=sys.stderr)
+    return 1 if lines else 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``precision-router alfworld``."""
     sub = parser.add_subparsers(dest="alfworld_command", required=True)
@@ -126,6 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_parser.add_argument("--score-both", action="store_true", help="record both precisions' distributions + KL")
     run_parser.add_argument("--no-resume", action="store_true", help="replay games already in the trace file")
     run_parser.add_argument("--print-steps", type=int, default=0, help="print the steps of the first N episodes")
+    add_rollout_arguments(run_parser)
     add_eval_arguments(sub.add_parser("eval", help="run several policies on the same games and write the report"))
     add_finetune_arguments(sub.add_parser("finetune", help="fine-tune the model (LoRA) on expert trajectories"))
     gen = sub.add_parser("generate", help="write new solvable games (no ALFWorld download needed)")
@@ -216,6 +272,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-traces", type=Path, help="traces (collect-kl) to calibrate thresholds on")
     parser.add_argument("--traces", type=Path, default=Path("runs/eval.jsonl"), help="episodes (resumable cache)")
     parser.add_argument("--out", type=Path, default=Path("runs/eval-report.md"), help="Markdown report (+ .png plot)")
+    add_rollout_arguments(parser)
 
 
 def add_grpo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -303,42 +360,22 @@ def evaluate(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router alfworld eval``: every policy on the same games, one report."""
     validation.check_eval_args(args)
     from precision_router import JsonlTraceStore
-    from precision_router.evaluation.calibration import calibrated
-    from precision_router.evaluation.report import PolicyResult, paired_table, plot_frontier, report_table
-    from precision_router.routing.base import Router
-    from precision_router.routing.spec import router_from_spec
-    from precision_router_alfworld.runner import run_games
+    from precision_router.evaluation.report import paired_table, plot_frontier, report_table
 
     options = AgentOptions.of(args)
     games = resolve_games(options)
     store = JsonlTraceStore(args.traces)
     calibration = JsonlTraceStore(args.calibration_traces).read() if args.calibration_traces else None
-    models = load_models(options)
     results = []
+    runs = []
     calibrated_on = file_digest(args.calibration_traces) if args.calibration_traces else None
-    for spec in args.policies:
-        label = spec
-        router: Router
-        if spec.startswith("oracle-kl:"):  # the KL oracle at a share: its threshold set on the traces
-            spec = f"calibrated:oracle-kl@0:{spec.removeprefix('oracle-kl:')}"
-        if spec.startswith("calibrated:"):
-            base, _, share = spec.removeprefix("calibrated:").rpartition(":")
-            if calibration is None:
-                print("calibrated policies need --calibration-traces", file=sys.stderr)
+    with _engine(args, options) as engine:
+        for spec in args.policies:
+            result = _eval_policy(args, engine, options, spec, calibration, calibrated_on, games, store)
+            if result is None:
                 return 2
-            scored = calibrated(router_from_spec(base, seed=args.seed), calibration, float(share))
-            router, threshold = scored, scored.threshold
-            logger.info("%s: threshold %.4g for a %s high share", spec, threshold, share)
-            key = policy_key(spec, router, calibrated_on)
-            label = f"{spec} (t={threshold:.3g})"
-        else:
-            router = router_from_spec(spec, seed=args.seed)
-            key = policy_key(spec, router)
-        agent = build_agent(options, router, store, pair=models)
-        result = run_games(agent, games, run=run_name(options, key))
-        print(result.summary_line(), flush=True)
-        outcomes = {e.info.get("game", e.task): bool(e.success) for e in result.episodes}
-        results.append(PolicyResult(label, result.metrics, outcomes))
+            runs.append(result[1])
+            results.append(result[0])
     table = report_table(results)
     paired = paired_table(results)
     if paired:
@@ -353,7 +390,45 @@ def evaluate(args: argparse.Namespace) -> int:
     args.out.write_text(header + table + f"\n\n![success vs share]({plot.name})\n")
     print(table)
     print(f"report: {args.out}; plot: {plot}")
-    return 0
+    return _report_failures(runs)
+
+
+def _eval_policy(
+    args: argparse.Namespace,
+    engine: RolloutEngine,
+    options: AgentOptions,
+    spec: str,
+    calibration: list[Episode] | None,
+    calibrated_on: str | None,
+    games: list[GameInfo],
+    store: TraceStore,
+) -> tuple[PolicyResult, RunResult] | None:
+    """One policy of ``eval`` played on the engine (``None``: a calibrated policy without traces)."""
+    from precision_router.evaluation.calibration import calibrated
+    from precision_router.evaluation.report import PolicyResult
+    from precision_router.routing.spec import router_from_spec
+
+    label = spec
+    router: Router
+    if spec.startswith("oracle-kl:"):  # the KL oracle at a share: its threshold set on the traces
+        spec = f"calibrated:oracle-kl@0:{spec.removeprefix('oracle-kl:')}"
+    if spec.startswith("calibrated:"):
+        base, _, share = spec.removeprefix("calibrated:").rpartition(":")
+        if calibration is None:
+            print("calibrated policies need --calibration-traces", file=sys.stderr)
+            return None
+        scored = calibrated(router_from_spec(base, seed=args.seed), calibration, float(share))
+        router, threshold = scored, scored.threshold
+        logger.info("%s: threshold %.4g for a %s high share", spec, threshold, share)
+        key = policy_key(spec, router, calibrated_on)
+        label = f"{spec} (t={threshold:.3g})"
+    else:
+        router = router_from_spec(spec, seed=args.seed)
+        key = policy_key(spec, router)
+    result = engine.play(router, games, run=run_name(options, key), store=store)
+    print(result.summary_line(), flush=True)
+    outcomes = {e.info.get("game", e.task): bool(e.success) for e in result.episodes}
+    return PolicyResult(label, result.metrics, outcomes), result
 
 
 def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -362,6 +437,7 @@ def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(split="train")
     parser.add_argument("--traces", type=Path, default=Path("runs/kl.jsonl"))
     parser.add_argument("--no-resume", action="store_true", help="replay games already in the trace file")
+    add_rollout_arguments(parser)
 
 
 def add_counterfactual_arguments(parser: argparse.ArgumentParser) -> None:
@@ -440,7 +516,7 @@ def collect(args: argparse.Namespace) -> int:
         return 2
     options = AgentOptions.of(args)
     name = "collect-kl|" + run_name(options, "high")
-    return _play(options, "high", args.traces, name, score_both=True, resume=not args.no_resume)
+    return _play(args, options, "high", args.traces, name, score_both=True, resume=not args.no_resume)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -472,6 +548,7 @@ def run(args: argparse.Namespace) -> int:
         return finetune_command(args)
     options = AgentOptions.of(args)
     return _play(
+        args,
         options,
         args.policy,
         args.traces,
@@ -483,6 +560,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _play(
+    args: argparse.Namespace,
     options: AgentOptions,
     policy: str,
     traces: Path,
@@ -495,12 +573,11 @@ def _play(
     """Play the selected games with one policy (``alfworld run``, ``collect-kl``) and print the summary."""
     from precision_router import JsonlTraceStore
     from precision_router.routing.spec import router_from_spec
-    from precision_router_alfworld.runner import progress_measures, run_games
+    from precision_router_alfworld.runner import progress_measures
 
     games = resolve_games(options)
     store = JsonlTraceStore(traces)
     router = router_from_spec(policy, seed=options.seed)
-    agent = build_agent(options, router, store, score_both=score_both)
     name = name or run_name(options, policy_key(policy, router))
     shown = 0
 
@@ -514,14 +591,15 @@ def _play(
             p = f"{step.p_high:.2f}" if step.p_high is not None else "  - "
             print(f"  {step.index:2d} {step.rung or step.route:8s} p_high={p}  {step.action}", file=sys.stderr)
 
-    result = run_games(agent, games, run=name, resume=resume, on_episode=show)
+    with _engine(args, options, score_both=score_both) as engine:
+        result = engine.play(router, games, run=name, store=store, resume=resume, on_episode=show)
     print(result.summary_line())
     measures = progress_measures(result.episodes)
     print(
         f"took something in {measures['took_something']:.2f} of games; A-B-A-B loop share {measures['loop_share']:.2f}"
     )
     print(f"traces: {traces}")
-    return 0
+    return _report_failures([result])
 
 
 # -- the subcommands this package registers with ``precision-router`` (entry-point group

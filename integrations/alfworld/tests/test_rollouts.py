@@ -1,0 +1,123 @@
+"""The rollout engine: in-process and on Ray workers (same episodes), worker deaths, failing games, the CLI."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from precision_router_alfworld.generate import generate_games
+from precision_router_alfworld.rollouts import CrashOnce, RolloutEngine, play_games
+from precision_router_alfworld.settings import AgentOptions
+
+from precision_router import JsonlTraceStore, RandomRouter
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def games(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("games")
+    return generate_games(folder, 4, seed=7, task_types=["pick_and_place_simple"], difficulty="trivial")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance (2 CPUs) for the module; engines reuse it and leave it running."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _options(games):
+    return AgentOptions(data=str(games[0].path.parents[3]), split="generated", tiny=True, max_steps=4, fewshot=0)
+
+
+def _signature(episodes):
+    return {e.info["game"]: ([s.action for s in e.steps], [s.route for s in e.steps], e.success) for e in episodes}
+
+
+def test_same_episodes_with_one_and_two_workers(games, local_ray, tmp_path):
+    options = _options(games)
+    router = RandomRouter(0.5, seed=3)
+    one = play_games(options, router, games, run="r", store=JsonlTraceStore(tmp_path / "1.jsonl"), progress=False)
+    store = JsonlTraceStore(tmp_path / "2.jsonl")
+    two = play_games(options, router, games, run="r", store=store, workers=2, progress=False)
+    assert not one.failed and not two.failed
+    assert _signature(one.episodes) == _signature(two.episodes)
+    assert [e.info["game"] for e in two.episodes] == [g.name for g in games]
+    assert sorted(e.info["game"] for e in store.read()) == sorted(g.name for g in games)
+    # resuming plays nothing again
+    again = play_games(options, router, games, run="r", store=store, workers=2, progress=False)
+    assert again.skipped == len(games) and len(store.read()) == len(games)
+
+
+def test_a_worker_killed_mid_run_costs_no_episode_and_duplicates_none(games, local_ray, tmp_path):
+    store = JsonlTraceStore(tmp_path / "t.jsonl")
+    crash = CrashOnce(games[1].name, tmp_path / "crashed")
+    with RolloutEngine(_options(games), workers=2, progress=False, crash_once=crash) as engine:
+        result = engine.play(RandomRouter(0.5, seed=3), games, run="r", store=store)
+    assert crash.marker.exists()  # the worker did die
+    assert not result.failed and len(result.episodes) == len(games)
+    recorded = [e.info["game"] for e in store.read()]
+    assert sorted(recorded) == sorted(g.name for g in games)  # each once
+
+
+def test_a_failing_game_is_reported_and_the_rest_complete(games, local_ray, tmp_path):
+    broken_dir = tmp_path / "broken" / "json_2.1.1" / "generated" / "pick_and_place_simple-Broken-None-Desk-1" / "t"
+    shutil.copytree(games[0].path.parent, broken_dir)
+    (broken_dir / "game.tw-pddl").write_text("{not json")
+    from precision_router_alfworld.data import GameInfo
+
+    broken = GameInfo(broken_dir / "game.tw-pddl", "pick_and_place_simple", "generated", "broken/t")
+    played = [games[0], broken, *games[1:]]
+    store = JsonlTraceStore(tmp_path / "t.jsonl")
+    result = play_games(_options(games), RandomRouter(0.5, seed=3), played, run="r", store=store, workers=2,
+                        progress=False)  # fmt: skip
+    assert list(result.failed) == ["broken/t"]
+    assert len(result.episodes) == len(games) == len(store.read())
+    assert "1 games failed" in result.summary_line()
+
+
+def test_cli_collect_kl_and_eval_with_two_workers(games, local_ray, tmp_path, capsys):
+    from precision_router.cli import main
+
+    data = str(games[0].path.parents[3])
+    common = ["--data", data, "--split", "generated", "--tiny", "--max-steps", "2", "--fewshot", "0", "--games", "3"]
+    assert main(["collect-kl", *common, "--workers", "2", "--traces", str(tmp_path / "kl.jsonl")]) == 0
+    collected = JsonlTraceStore(tmp_path / "kl.jsonl").read()
+    assert len(collected) == 3 and all(s.kl is not None and s.route == "high" for e in collected for s in e.steps)
+    out = tmp_path / "report.md"
+    code = main(
+        ["eval", *common, "--workers", "2", "--policies", "high", "random:0.5", "calibrated:entropy@0:0.5",
+         "--calibration-traces", str(tmp_path / "kl.jsonl"), "--traces", str(tmp_path / "eval.jsonl"),
+         "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    assert "| random:0.5 |" in out.read_text() and "calibrated:entropy@0:0.5 (t=" in out.read_text()
+    runs = [e.info["run"].split("|")[0] for e in JsonlTraceStore(tmp_path / "eval.jsonl").read()]
+    assert sorted(runs.count(r) for r in set(runs)) == [3, 3, 3]  # every game once per policy
+    capsys.readouterr()
+    # a game that fails: the others are played, the summary names it, the exit status is 1
+    broken = _broken_copy(games[:2], tmp_path / "data")
+    args = ["--data", str(tmp_path / "data"), "--split", "generated", "--tiny", "--max-steps", "2", "--fewshot", "0"]
+    code = main(["alfworld", "run", *args, "--workers", "2", "--traces", str(tmp_path / "run.jsonl")])
+    assert code == 1
+    assert f"{broken} failed" in capsys.readouterr().err
+    assert len(JsonlTraceStore(tmp_path / "run.jsonl").read()) == 2
+
+
+def _broken_copy(games, data):
+    """Copy ``games`` under ``data`` and add a copy of the first whose PDDL problem is garbage; its name."""
+    import json
+
+    root = data / "json_2.1.1" / "generated"
+    for game in games:
+        shutil.copytree(game.path.parent, root / game.name)
+    broken = root / "pick_and_place_simple-Broken-None-Desk-1" / "trial_0"
+    shutil.copytree(games[0].path.parent, broken)
+    document = json.loads((broken / "game.tw-pddl").read_text())
+    document["pddl_problem"] = "(define (problem broken"
+    (broken / "game.tw-pddl").write_text(json.dumps(document))
+    return "pick_and_place_simple-Broken-None-Desk-1/trial_0"
