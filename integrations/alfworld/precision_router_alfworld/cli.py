@@ -295,6 +295,7 @@ def add_grpo_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="reference policies whose returns join each group's baseline (e.g. low random:0.2)",
     )
+    add_rollout_arguments(parser)
 
 
 def train_grpo_command(args: argparse.Namespace) -> int:
@@ -303,31 +304,31 @@ def train_grpo_command(args: argparse.Namespace) -> int:
     from precision_router import JsonlTraceStore
     from precision_router.routing.encoder import StepEncoder
     from precision_router.training.grpo import GRPOConfig, train_grpo
-    from precision_router_alfworld.agent import AlfworldAgent
-    from precision_router_alfworld.env import AlfworldEnv
+    from precision_router_alfworld.rollouts import Job, RolloutError
 
     options = AgentOptions.of(args)
     games = {g.name: g for g in resolve_games(options)}
     store = JsonlTraceStore(args.traces)
-    recorded = {(e.info.get("run"), e.info.get("game")): e for e in store}
-    models = load_models(options)
-    agents: dict[int, tuple[object, AlfworldAgent]] = {}
-    envs: list[AlfworldEnv] = []
+    engine = _engine(args, options)
+
+    def run_key(router, iteration, sample):  # type: ignore[no-untyped-def]
+        if sample >= 0:
+            return f"grpo|{args.out.name}|it{iteration}|s{sample}"
+        # a reference policy; a fixed one plays each game the same way every iteration
+        fixed = router.name in ("low", "high")
+        return f"grpo-ref|{router.name}" + ("" if fixed else f"|{args.out.name}|it{iteration}")
+
+    def rollout_many(requests):  # type: ignore[no-untyped-def]
+        jobs = [Job(games[task], run_key(router, it, sample), router) for router, task, it, sample in requests]
+        results = engine.play_jobs(jobs, store=store, desc=f"GRPO iteration {requests[0][2] + 1}" if jobs else "")
+        failed = [f"{r.job.game.name} ({r.error})" for r in results if r.episode is None]
+        if failed:
+            msg = f"GRPO rollouts failed: {'; '.join(failed)}; rerun to resume from the last finished iteration"
+            raise RolloutError(msg)
+        return [r.episode for r in results]
 
     def rollout(router, task, iteration, sample):  # type: ignore[no-untyped-def]
-        run_key = f"grpo|{args.out.name}|it{iteration}|s{sample}"
-        if sample < 0:  # a reference policy; a fixed one plays each game the same way every iteration
-            fixed = router.name in ("low", "high")
-            run_key = f"grpo-ref|{router.name}" + ("" if fixed else f"|{args.out.name}|it{iteration}")
-        if (run_key, task) in recorded:
-            return recorded[(run_key, task)]
-        cached = agents.get(id(router))  # the router is kept with its agent, so its id is never reused
-        if cached is None or cached[0] is not router:
-            cached = agents[id(router)] = (router, build_agent(options, router, store, pair=models))
-        agent = cached[1]
-        if not envs:
-            envs.append(AlfworldEnv(games[task], max_steps=args.max_steps))
-        return agent.run_episode(envs[0], conversation_id=f"{run_key}:{task}", game=games[task], info={"run": run_key})
+        return rollout_many([(router, task, iteration, sample)])[0]
 
     config = GRPOConfig(
         group_size=args.group_size,
@@ -342,11 +343,17 @@ def train_grpo_command(args: argparse.Namespace) -> int:
     from precision_router.routing.spec import router_from_spec
 
     references = [router_from_spec(spec, seed=args.seed) for spec in args.references]
-    result = train_grpo(
-        rollout, sorted(games), args.out, encoder=StepEncoder(), init=args.init, config=config, references=references
-    )
-    for env in envs:
-        env.close()
+    with engine:
+        result = train_grpo(
+            rollout,
+            sorted(games),
+            args.out,
+            encoder=StepEncoder(),
+            init=args.init,
+            config=config,
+            references=references,
+            rollout_many=rollout_many,
+        )
     for row in result.history:
         print(
             f"iteration {int(row['iteration']):3d}: success {row['success']:.2f}, high share {row['high_share']:.2f}, "

@@ -29,26 +29,45 @@ exception inside an episode is returned with the game's name and the other games
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import logging
 import os
-from collections import deque
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from precision_router.errors import PrecisionRouterError
 from precision_router.evaluation.metrics import summarize
 from precision_router.traces.schema import Episode
 from precision_router.traces.store import TraceStore
 from precision_router_alfworld.data import GameInfo
-from precision_router_alfworld.runner import RunResult, done_games, episode_error, run_games
+from precision_router_alfworld.runner import RunResult, episode_error, run_games
 from precision_router_alfworld.settings import AgentOptions
 
-__all__ = ["CrashOnce", "RolloutEngine", "play_games", "ray_available", "resolve_workers"]
+__all__ = [
+    "CrashOnce",
+    "Job",
+    "JobResult",
+    "RolloutEngine",
+    "RolloutError",
+    "play_games",
+    "ray_available",
+    "resolve_workers",
+]
 
 logger = logging.getLogger(__name__)
+
+
+class RolloutError(PrecisionRouterError):
+    """Episodes a caller needs (e.g. a GRPO group) could not be played; the message names the games."""
+
+
+_MAX_PROBES = 300
+"""How many times a restarting worker is asked whether it is back (each unanswered ask takes seconds)."""
 
 
 def ray_available() -> bool:
@@ -61,6 +80,15 @@ def resolve_workers(workers: int | str | None) -> int | None:
     if workers == "auto":
         return os.cpu_count() or 1
     return None if workers is None else int(workers)
+
+
+def _is_object_ref(value: object) -> bool:
+    """Whether ``value`` is a Ray object ref (without importing Ray when it is not installed)."""
+    if not ray_available():
+        return False
+    import ray
+
+    return isinstance(value, ray.ObjectRef)
 
 
 @dataclass(frozen=True)
@@ -76,61 +104,103 @@ class CrashOnce:
 
 
 @dataclass(frozen=True)
+class Job:
+    """One episode to play: ``game`` with ``router``, recorded under ``run`` (``info["run"]``)."""
+
+    game: GameInfo
+    run: str
+    router: Any
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What playing a :class:`Job` gave: its episode, or the error that stopped it (``episode`` is ``None``)."""
+
+    job: Job
+    episode: Episode | None = None
+    error: str | None = None
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
 class _Outcome:
     """What a worker returns for one game: its episode, or the error that stopped it."""
 
-    game: str
     episode: Episode | None = None
     error: str | None = None
 
 
 class _Worker:
-    """One Ray actor's state: the models, the environment and the agent of the current policy."""
+    """A worker's state (a Ray actor's, or this process's): the models, one environment, the recent policies' agents."""
 
-    def __init__(self, options: AgentOptions, score_both: bool, crash: CrashOnce | None) -> None:
+    def __init__(
+        self, options: AgentOptions, score_both: bool, crash: CrashOnce | None, models: dict[str, Any] | None = None
+    ) -> None:
         from precision_router_alfworld.factory import load_models
 
         self.options = options
         self.score_both = score_both
         self.crash = crash
-        self.models = load_models(options)
+        self.models = models if models is not None else load_models(options)
         self.env: Any = None
-        self.policy: tuple[int, Any] | None = None
+        self.agents: OrderedDict[int, Any] = OrderedDict()
+        self.encoders: dict[str, Any] = {}
+
+    def _agent(self, policy_id: int, router_box: list[Any]) -> Any:
+        """The agent of a policy, built the first time (its router fetched from the object store once)."""
+        from precision_router_alfworld.factory import build_agent
+
+        if policy_id not in self.agents:
+            router = router_box[0]
+            if _is_object_ref(router):  # on a Ray worker
+                import ray
+
+                router = ray.get(router)
+            self._share_encoder(router)
+            self.agents[policy_id] = build_agent(
+                self.options, router, None, score_both=self.score_both, pair=self.models
+            )
+            while len(self.agents) > 8:
+                self.agents.popitem(last=False)
+        self.agents.move_to_end(policy_id)
+        return self.agents[policy_id]
+
+    def _share_encoder(self, router: Any) -> None:
+        """One sentence encoder per worker, loaded once: a router that arrives with its own copy gets the shared one."""
+        from precision_router.routing.encoder import StepEncoder
+
+        encoder = getattr(router, "encoder", None)
+        if isinstance(encoder, StepEncoder):
+            with contextlib.suppress(AttributeError):
+                router.encoder = self.encoders.setdefault(encoder.name, encoder)
+
+    def ready(self) -> bool:
+        """Answers once the worker has loaded its models."""
+        return True
 
     def play(self, game: GameInfo, run: str, policy_id: int, router_box: list[Any]) -> _Outcome:
-        """Play ``game`` with the router in ``router_box`` (a Ray object ref, fetched once per policy)."""
+        """Play ``game`` with the policy in ``router_box`` (a list holding the router or its object ref)."""
         from precision_router_alfworld.env import AlfworldEnv
-        from precision_router_alfworld.factory import build_agent
 
         if self.crash is not None and game.name == self.crash.game and not self.crash.marker.exists():
             self.crash.marker.touch()
             os._exit(1)
         try:
-            if self.policy is None or self.policy[0] != policy_id:
-                import ray
-
-                router = ray.get(router_box[0])
-                agent = build_agent(self.options, router, None, score_both=self.score_both, pair=self.models)
-                self.policy = (policy_id, agent)
-            agent = self.policy[1]
+            agent = self._agent(policy_id, router_box)
             if self.env is None:
                 self.env = AlfworldEnv(game, max_steps=self.options.max_steps)
             episode = agent.run_episode(self.env, conversation_id=f"{run}:{game.name}", game=game, info={"run": run})
         except Exception as exc:
             logger.exception("%s: game %s failed", run, game.name)
-            if self.env is not None:
+            if self.env is not None:  # a fresh engine for the next game
                 self.env.close()
                 self.env = None
-            return _Outcome(game.name, error=episode_error(exc))
-        return _Outcome(game.name, episode=episode)
-
-    def ready(self) -> bool:
-        """Whether the worker has loaded (for waiting on startup)."""
-        return True
+            return _Outcome(error=episode_error(exc))
+        return _Outcome(episode=episode)
 
 
 class RolloutEngine:
-    """Plays games with a routing policy: in this process, or on Ray workers (one model + env each).
+    """Plays games with routing policies: in this process, or on Ray workers (one model + env each).
 
     Args:
         options: the agent options (models, games, how the agent acts).
@@ -142,6 +212,8 @@ class RolloutEngine:
         models: already loaded models for the in-process path (:func:`load_models`).
         max_attempts: how many times a game is handed out when its worker dies.
         progress: show a tqdm bar over games.
+        ray: ``True`` plays on Ray even with one worker, ``False`` never; default: on Ray when
+            ``workers > 1`` or a cluster is named.
         crash_once: test hook (:class:`CrashOnce`).
     """
 
@@ -155,11 +227,12 @@ class RolloutEngine:
         models: dict[str, Any] | None = None,
         max_attempts: int = 3,
         progress: bool = True,
+        ray: bool | None = None,
         crash_once: CrashOnce | None = None,
     ) -> None:
         self.options = options
         self.ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
-        self.use_ray = (workers or 1) > 1 or self.ray_address is not None
+        self.use_ray = ray if ray is not None else (workers or 1) > 1 or self.ray_address is not None
         if self.use_ray and not ray_available():
             logger.warning("Ray is not installed (pip install 'precision-router[ray]'): playing in this process")
             self.use_ray = False
@@ -192,6 +265,18 @@ class RolloutEngine:
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+
+    def start(self) -> None:
+        """Load the models now (on every worker, waiting until all have) rather than on the first game."""
+        if not self.use_ray:
+            if self._models is None:
+                from precision_router_alfworld.factory import load_models
+
+                self._models = load_models(self.options)
+            return
+        import ray
+
+        ray.get([actor.ready.remote() for actor in self._start()])
 
     def _start(self) -> list[Any]:
         if self._actors:
@@ -237,96 +322,203 @@ class RolloutEngine:
             on_episode: optional callback ``f(game, episode)`` after each new episode.
         """
         if not self.use_ray:
-            from precision_router_alfworld.factory import build_agent, load_models
-
-            if self._models is None:
-                self._models = load_models(self.options)
-            agent = build_agent(self.options, router, store, score_both=self.score_both, pair=self._models)
+            agent = self._local_agent(router, store)
             return run_games(agent, games, run=run, resume=resume, progress=self.progress, on_episode=on_episode)
-        return self._play_on_ray(router, games, run=run, store=store, resume=resume, on_episode=on_episode)
+        jobs = [Job(g, run, router) for g in games]
+        results = self.play_jobs(jobs, store=store, resume=resume, desc=run, on_episode=on_episode)
+        episodes = [r.episode for r in results if r.episode is not None]
+        return RunResult(
+            run=run,
+            episodes=episodes,
+            metrics=summarize(episodes),
+            skipped=sum(r.resumed for r in results),
+            failed={r.job.game.name: r.error for r in results if r.error is not None},
+        )
 
-    def _play_on_ray(
+    def play_jobs(
         self,
-        router: Any,
-        games: Sequence[GameInfo],
+        jobs: Sequence[Job],
         *,
-        run: str,
-        store: TraceStore | None,
-        resume: bool,
-        on_episode: Any,
-    ) -> RunResult:
-        import ray
-        from ray.exceptions import RayActorError
-        from tqdm.auto import tqdm
+        store: TraceStore | None = None,
+        resume: bool = True,
+        desc: str = "rollouts",
+        on_episode: Any = None,
+    ) -> list[JobResult]:
+        """Play every job (mixed policies and runs allowed); results in the order of ``jobs``.
 
-        done = done_games(store, run) if resume else {}
-        by_name = {g.name: g for g in games}
-        todo: deque[GameInfo] = deque(g for g in games if g.name not in done)
-        finished: dict[str, Episode] = {}
-        failed: dict[str, str] = {}
-        attempts: dict[str, int] = {}
+        Each new episode is appended to ``store`` once, by this process; with ``resume``, a job
+        whose ``(run, game)`` ``store`` already holds is not played again (its stored episode is
+        returned, ``resumed=True``).
+        """
+        done: dict[tuple[str, str], Episode] = {}
+        if resume and store is not None:
+            runs = {j.run for j in jobs}
+            done = {(e.info.get("run", ""), e.info.get("game", "")): e for e in store if e.info.get("run") in runs}
+        results: list[JobResult | None] = [None] * len(jobs)
+        todo: list[int] = []
+        for i, job in enumerate(jobs):
+            stored = done.get((job.run, job.game.name))
+            if stored is not None:
+                results[i] = JobResult(job, episode=stored, resumed=True)
+            else:
+                todo.append(i)
+        if todo:
+            play = self._play_on_ray if self.use_ray else self._play_here
+            tally = _Tally(len(jobs), len(jobs) - len(todo), desc, store, on_episode, self.progress)
+            try:
+                for i, outcome in play([jobs[i] for i in todo]):
+                    results[todo[i]] = tally.record(jobs[todo[i]], outcome)
+            finally:
+                tally.close()
+        return [r for r in results if r is not None]
+
+    def _local_agent(self, router: Any, store: TraceStore | None) -> Any:
+        from precision_router_alfworld.factory import build_agent, load_models
+
+        if self._models is None:
+            self._models = load_models(self.options)
+        return build_agent(self.options, router, store, score_both=self.score_both, pair=self._models)
+
+    def _play_here(self, jobs: list[Job]) -> Iterator[tuple[int, _Outcome]]:
+        """In this process, on one local worker (the same code a Ray actor runs)."""
+        if self._models is None:
+            from precision_router_alfworld.factory import load_models
+
+            self._models = load_models(self.options)
+        worker = _Worker(self.options, self.score_both, None, models=self._models)
+        policies: dict[int, int] = {}
+        try:
+            for j, job in enumerate(jobs):
+                policy_id = policies.setdefault(id(job.router), next(self._policies))
+                yield j, worker.play(job.game, job.run, policy_id, [job.router])
+        finally:
+            if worker.env is not None:
+                worker.env.close()
+
+    def _play_on_ray(self, jobs: list[Job]) -> Iterator[tuple[int, _Outcome]]:
+        """On the Ray workers: one job per idle worker; a dead worker's job is handed out again.
+
+        A worker whose process died is restarted by Ray; it gets no job until a probe
+        (``ready``) answers, so a restart in progress never costs a game its attempts.
+        """
+        import ray
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
         actors = list(self._start())
         deaths = dict.fromkeys(range(len(actors)), 0)
-        policy_id = next(self._policies)
-        router_box = [ray.put(router)]  # in a list: the workers fetch it once, not on every call
-        inflight: dict[Any, tuple[int, GameInfo]] = {}
+        probes = dict.fromkeys(range(len(actors)), 0)
+        boxes: dict[int, tuple[int, list[Any]]] = {}  # id(router) -> (policy id, [object ref])
+        for job in jobs:
+            if id(job.router) not in boxes:  # in a list: a worker fetches it once, not on every call
+                boxes[id(job.router)] = (next(self._policies), [ray.put(job.router)])
+        todo: deque[int] = deque(range(len(jobs)))
+        attempts = dict.fromkeys(range(len(jobs)), 0)
+        inflight: dict[Any, tuple[int, int | None]] = {}  # object ref -> (actor, job index; None: a probe)
         idle = list(range(len(actors)))
-        bar = tqdm(total=len(games), initial=len(done), desc=run, unit="game", disable=not self.progress)
+
+        def probe(index: int) -> None:
+            probes[index] += 1
+            if probes[index] <= _MAX_PROBES:
+                inflight[actors[index].ready.remote()] = (index, None)
+            else:
+                logger.error("worker %d did not come back; playing on without it", index)
+
         try:
-            while todo or inflight:
+            while todo or any(j is not None for _, j in inflight.values()):
                 while todo and idle:
-                    index, game = idle.pop(0), todo.popleft()
-                    attempts[game.name] = attempts.get(game.name, 0) + 1
-                    ref = actors[index].play.remote(game, run, policy_id, router_box)
-                    inflight[ref] = (index, game)
+                    index, j = idle.pop(0), todo.popleft()
+                    attempts[j] += 1
+                    policy_id, box = boxes[id(jobs[j].router)]
+                    inflight[actors[index].play.remote(jobs[j].game, jobs[j].run, policy_id, box)] = (index, j)
                 if not inflight:  # every worker is gone
-                    for game in todo:
-                        failed[game.name] = "no worker left (every worker died too often)"
-                    todo.clear()
-                    break
+                    for j in todo:
+                        yield j, _Outcome(error="no worker left (every worker died too often)")
+                    return
                 (ref,), _ = ray.wait(list(inflight), num_returns=1)
-                index, game = inflight.pop(ref)
+                index, done = inflight.pop(ref)
                 try:
-                    outcome: _Outcome = ray.get(ref)
-                except RayActorError as exc:
-                    deaths[index] += 1
-                    logger.warning("worker %d died playing %s (%s)", index, game.name, type(exc).__name__)
-                    if deaths[index] <= self.max_attempts:
-                        idle.append(index)  # Ray restarts it; calls wait for the restart
-                    if attempts[game.name] < self.max_attempts:
-                        todo.appendleft(game)
-                    else:
-                        failed[game.name] = f"its worker died {attempts[game.name]} times"
+                    outcome = ray.get(ref)
+                except ActorUnavailableError:
+                    if done is None:  # still restarting
+                        probe(index)
+                        continue
+                    yield from self._lost(index, done, jobs, attempts, deaths, todo, probe)
                     continue
+                except RayActorError:
+                    if done is None:  # restarts used up: the worker is gone
+                        logger.error("worker %d is gone for good; playing on without it", index)
+                        continue
+                    yield from self._lost(index, done, jobs, attempts, deaths, todo, probe)
+                    continue
+                probes[index] = 0
                 idle.append(index)
-                if outcome.episode is None:
-                    failed[game.name] = outcome.error or "unknown error"
-                    logger.error("%s: game %s failed: %s", run, game.name, outcome.error)
-                else:
-                    if store is not None:
-                        store.append(outcome.episode)
-                    finished[game.name] = outcome.episode
-                    if on_episode is not None:
-                        on_episode(by_name[game.name], outcome.episode)
-                bar.update(1)
-                played = list(finished.values())
-                metrics = summarize(played) if played else None
-                if metrics is not None:
-                    bar.set_postfix(
-                        success=f"{sum(bool(e.success) for e in played)}/{len(played)}",
-                        share=f"{metrics.high_share:.2f}",
-                        failed=len(failed),
-                    )
-        except KeyboardInterrupt:
+                if done is not None:
+                    yield done, outcome
+        finally:  # Ctrl-C, an error in the driver, or probes still waiting: stop what is still running
             for ref in inflight:
-                ray.cancel(ref, force=True)
-            raise
-        finally:
-            bar.close()
-        if done:
-            logger.info("%s: resumed %d games from the trace file", run, len(done))
-        episodes = [done.get(g.name) or finished[g.name] for g in games if g.name in done or g.name in finished]
-        return RunResult(run=run, episodes=episodes, metrics=summarize(episodes), skipped=len(done), failed=failed)
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)
+
+    def _lost(
+        self,
+        index: int,
+        j: int,
+        jobs: list[Job],
+        attempts: dict[int, int],
+        deaths: dict[int, int],
+        todo: deque[int],
+        probe: Any,
+    ) -> Iterator[tuple[int, _Outcome]]:
+        """Worker ``index`` died playing job ``j``: the job goes back in the queue (or fails), the worker is probed."""
+        deaths[index] += 1
+        logger.warning("worker %d died playing %s; handing the game out again", index, jobs[j].game.name)
+        if deaths[index] <= self.max_attempts:
+            probe(index)  # Ray restarts it
+        if attempts[j] < self.max_attempts:
+            todo.appendleft(j)
+        else:
+            yield j, _Outcome(error=f"its worker died {attempts[j]} times")
+
+
+class _Tally:
+    """The driver's side of finished jobs: appends each episode to the store once, the progress bar."""
+
+    def __init__(
+        self, total: int, resumed: int, desc: str, store: TraceStore | None, on_episode: Any, progress: bool
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        self.store = store
+        self.on_episode = on_episode
+        self.played: list[Episode] = []
+        self.failures = 0
+        self.bar = tqdm(total=total, initial=resumed, desc=desc, unit="game", disable=not progress)
+
+    def record(self, job: Job, outcome: _Outcome) -> JobResult:
+        """Record one finished job (its episode, or its error)."""
+        if outcome.episode is None:
+            self.failures += 1
+            logger.error("%s: game %s failed: %s", job.run, job.game.name, outcome.error)
+        else:
+            if self.store is not None:
+                self.store.append(outcome.episode)
+            self.played.append(outcome.episode)
+            if self.on_episode is not None:
+                self.on_episode(job.game, outcome.episode)
+        self.bar.update(1)
+        if self.played:
+            self.bar.set_postfix(
+                success=f"{sum(bool(e.success) for e in self.played)}/{len(self.played)}",
+                share=f"{summarize(self.played).high_share:.2f}",
+                failed=self.failures,
+            )
+        return JobResult(
+            job, episode=outcome.episode, error=outcome.error or ("unknown error" if outcome.episode is None else None)
+        )
+
+    def close(self) -> None:
+        """Close the progress bar."""
+        self.bar.close()
 
 
 def play_games(

