@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from precision_router.cli import Command
 from precision_router_alfworld import validation
-from precision_router_alfworld.factory import build_agent, file_digest, load_models, policy_key, resolve_games, run_name
+from precision_router_alfworld.factory import file_digest, policy_key, resolve_games, run_name
 from precision_router_alfworld.settings import SETTINGS, AgentOptions
 
 if TYPE_CHECKING:
@@ -455,6 +455,7 @@ def add_counterfactual_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--branches", type=int, default=6, help="steps branched per game (sampled; 0: every step)")
     parser.add_argument("--window", type=int, default=1, help="consecutive steps each branch plays high")
     parser.add_argument("--traces", type=Path, default=Path("runs/counterfactual.jsonl"))
+    add_rollout_arguments(parser)
 
 
 def collect_counterfactual(args: argparse.Namespace) -> int:
@@ -466,14 +467,11 @@ def collect_counterfactual(args: argparse.Namespace) -> int:
     labelled base episode is in the trace file are skipped.
     """
     validation.check_counterfactual_args(args)
-    import random
-
-    from tqdm.auto import tqdm
+    import functools
 
     from precision_router import JsonlTraceStore
     from precision_router.routing.spec import router_from_spec
-    from precision_router.training.counterfactual import counterfactual_labels
-    from precision_router_alfworld.env import AlfworldEnv
+    from precision_router_alfworld.counterfactual import CounterfactualGame, LabelledGame, label_game
 
     if args.mode != "score":
         print("collect-counterfactual needs --mode score (a deterministic agent)", file=sys.stderr)
@@ -484,35 +482,26 @@ def collect_counterfactual(args: argparse.Namespace) -> int:
     base = router_from_spec(args.base, seed=args.seed)
     run = run_name(options, f"cf-{args.base}-w{args.window}")
     done = {e.info.get("game") for e in store if e.info.get("run") == run}
-    models = load_models(options)
-    env = AlfworldEnv(games[0], max_steps=args.max_steps) if games else None
-    helped = labelled = 0
-    bar = tqdm([g for g in games if g.name not in done], desc="counterfactual", unit="game")
-    for game in bar:
+    spec = CounterfactualGame(base, run, seed=args.seed, branches=args.branches, window=args.window)
+    todo = [g for g in games if g.name not in done]
+    counts = {"helped": 0, "labelled": 0}
 
-        def play(router, game=game):  # type: ignore[no-untyped-def]
-            agent = build_agent(options, router, None, pair=models, score_both=True)
-            return agent.run_episode(env, conversation_id=f"cf|{game.name}", game=game)
-
-        def keep(branch, game=game):  # type: ignore[no-untyped-def]
-            branch.info.update(run=run + "|branch", branch_of=game.name)
+    def write(game: GameInfo, labelled: LabelledGame) -> None:
+        for branch in labelled.branches:
             store.append(branch)
+        store.append(labelled.episode)
+        counts["helped"] += labelled.helped
+        counts["labelled"] += labelled.labelled
 
-        first = play(base)
-        n = len(first.steps)
-        steps = (
-            range(n)
-            if args.branches <= 0
-            else sorted(random.Random(f"{args.seed}|{game.name}").sample(range(n), min(args.branches, n)))
-        )
-        episode, labels = counterfactual_labels(play, base, steps=steps, window=args.window, on_branch=keep)
-        episode.info.update(run=run)
-        store.append(episode)
-        helped += sum(label.delta_success > 0 for label in labels)
-        labelled += len(labels)
-        bar.set_postfix(helped=f"{helped}/{labelled}")
-    print(f"{labelled} steps labelled on {len(bar)} new games; going high helped on {helped}; traces: {args.traces}")
-    return 0
+    with _engine(args, options) as engine:
+        failed = engine.map(functools.partial(label_game, spec), todo, on_result=write, desc="counterfactual")
+    print(
+        f"{counts['labelled']} steps labelled on {len(todo) - len(failed)} new games; going high helped on "
+        f"{counts['helped']}; traces: {args.traces}"
+    )
+    for name, error in failed.items():
+        print(f"{run}: {name} failed: {error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def collect(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ import itertools
 import logging
 import os
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,9 +124,9 @@ class JobResult:
 
 @dataclass(frozen=True)
 class _Outcome:
-    """What a worker returns for one game: its episode, or the error that stopped it."""
+    """What a worker returns for one call: its value (an episode ...), or the error that stopped it."""
 
-    episode: Episode | None = None
+    value: Any = None
     error: str | None = None
 
 
@@ -178,25 +178,40 @@ class _Worker:
         """Answers once the worker has loaded its models."""
         return True
 
-    def play(self, game: GameInfo, run: str, policy_id: int, router_box: list[Any]) -> _Outcome:
-        """Play ``game`` with the policy in ``router_box`` (a list holding the router or its object ref)."""
+    def environment(self, game: GameInfo) -> Any:
+        """The worker's one game engine (created on first use; ``reset(game)`` switches games)."""
         from precision_router_alfworld.env import AlfworldEnv
 
+        if self.env is None:
+            self.env = AlfworldEnv(game, max_steps=self.options.max_steps)
+        return self.env
+
+    def play(self, game: GameInfo, run: str, policy_id: int, router_box: list[Any]) -> _Outcome:
+        """Play ``game`` with the policy in ``router_box`` (a list holding the router or its object ref)."""
         if self.crash is not None and game.name == self.crash.game and not self.crash.marker.exists():
             self.crash.marker.touch()
             os._exit(1)
-        try:
+
+        def episode() -> Episode:
             agent = self._agent(policy_id, router_box)
-            if self.env is None:
-                self.env = AlfworldEnv(game, max_steps=self.options.max_steps)
-            episode = agent.run_episode(self.env, conversation_id=f"{run}:{game.name}", game=game, info={"run": run})
+            env = self.environment(game)
+            return agent.run_episode(env, conversation_id=f"{run}:{game.name}", game=game, info={"run": run})
+
+        return self._guarded(episode, f"{run}: game {game.name}")
+
+    def apply(self, fn: Callable[[_Worker, Any], Any], item: Any, name: str) -> _Outcome:
+        """``fn(self, item)``: work that needs the worker's models and game engine (:meth:`RolloutEngine.map`)."""
+        return self._guarded(lambda: fn(self, item), name)
+
+    def _guarded(self, work: Callable[[], Any], name: str) -> _Outcome:
+        try:
+            return _Outcome(value=work())
         except Exception as exc:
-            logger.exception("%s: game %s failed", run, game.name)
+            logger.exception("%s failed", name)
             if self.env is not None:  # a fresh engine for the next game
                 self.env.close()
                 self.env = None
             return _Outcome(error=episode_error(exc))
-        return _Outcome(episode=episode)
 
 
 class RolloutEngine:
@@ -363,14 +378,62 @@ class RolloutEngine:
             else:
                 todo.append(i)
         if todo:
-            play = self._play_on_ray if self.use_ray else self._play_here
+            boxes: dict[int, tuple[int, list[Any]]] = {}  # id(router) -> (policy id, [router or its object ref])
+            for i in todo:
+                router = jobs[i].router
+                if id(router) not in boxes:  # in a list: a Ray worker fetches it once, not on every call
+                    boxes[id(router)] = (next(self._policies), [self._share(router)])
+            calls = [("play", (jobs[i].game, jobs[i].run, *boxes[id(jobs[i].router)])) for i in todo]
             tally = _Tally(len(jobs), len(jobs) - len(todo), desc, store, on_episode, self.progress)
             try:
-                for i, outcome in play([jobs[i] for i in todo]):
-                    results[todo[i]] = tally.record(jobs[todo[i]], outcome)
+                for k, outcome in self._dispatch(calls, [jobs[i].game.name for i in todo]):
+                    results[todo[k]] = tally.record(jobs[todo[k]], outcome)
             finally:
                 tally.close()
         return [r for r in results if r is not None]
+
+    def map(
+        self,
+        fn: Callable[[Any, GameInfo], Any],
+        games: Sequence[GameInfo],
+        *,
+        on_result: Callable[[GameInfo, Any], None] | None = None,
+        desc: str = "games",
+    ) -> dict[str, str]:
+        """Run ``fn(worker, game)`` for every game on the workers; the failed games' errors by name.
+
+        ``fn`` must be a module-level function (it travels by reference). The worker it gets
+        has ``models`` (by rung), ``options`` and ``environment(game)``; what ``fn`` returns
+        comes back to ``on_result(game, value)``, called here as each game finishes (the place
+        to write traces). A worker that dies hands its game to another, as in :meth:`play`.
+        """
+        from tqdm.auto import tqdm
+
+        calls = [("apply", (fn, game, game.name)) for game in games]
+        failed: dict[str, str] = {}
+        with tqdm(total=len(games), desc=desc, unit="game", disable=not self.progress) as bar:
+            for k, outcome in self._dispatch(calls, [g.name for g in games]):
+                if outcome.error is not None:
+                    failed[games[k].name] = outcome.error
+                    logger.error("game %s failed: %s", games[k].name, outcome.error)
+                elif on_result is not None:
+                    on_result(games[k], outcome.value)
+                bar.update(1)
+                bar.set_postfix(failed=len(failed))
+        return failed
+
+    def _share(self, value: Any) -> Any:
+        """``value`` as the workers get it: a Ray object ref on Ray, itself in this process."""
+        if not self.use_ray:
+            return value
+        import ray
+
+        self._start()
+        return ray.put(value)
+
+    def _dispatch(self, calls: list[tuple[str, tuple[Any, ...]]], names: list[str]) -> Iterator[tuple[int, _Outcome]]:
+        """Each ``(worker method, args)`` call, on the Ray workers or on a local worker; outcomes as they finish."""
+        return self._on_ray(calls, names) if self.use_ray else self._here(calls)
 
     def _local_agent(self, router: Any, store: TraceStore | None) -> Any:
         from precision_router_alfworld.factory import build_agent, load_models
@@ -379,24 +442,22 @@ class RolloutEngine:
             self._models = load_models(self.options)
         return build_agent(self.options, router, store, score_both=self.score_both, pair=self._models)
 
-    def _play_here(self, jobs: list[Job]) -> Iterator[tuple[int, _Outcome]]:
+    def _here(self, calls: list[tuple[str, tuple[Any, ...]]]) -> Iterator[tuple[int, _Outcome]]:
         """In this process, on one local worker (the same code a Ray actor runs)."""
         if self._models is None:
             from precision_router_alfworld.factory import load_models
 
             self._models = load_models(self.options)
         worker = _Worker(self.options, self.score_both, None, models=self._models)
-        policies: dict[int, int] = {}
         try:
-            for j, job in enumerate(jobs):
-                policy_id = policies.setdefault(id(job.router), next(self._policies))
-                yield j, worker.play(job.game, job.run, policy_id, [job.router])
+            for k, (method, args) in enumerate(calls):
+                yield k, getattr(worker, method)(*args)
         finally:
             if worker.env is not None:
                 worker.env.close()
 
-    def _play_on_ray(self, jobs: list[Job]) -> Iterator[tuple[int, _Outcome]]:
-        """On the Ray workers: one job per idle worker; a dead worker's job is handed out again.
+    def _on_ray(self, calls: list[tuple[str, tuple[Any, ...]]], names: list[str]) -> Iterator[tuple[int, _Outcome]]:
+        """On the Ray workers: one call per idle worker; a dead worker's call is handed out again.
 
         A worker whose process died is restarted by Ray; it gets no job until a probe
         (``ready``) answers, so a restart in progress never costs a game its attempts.
@@ -407,12 +468,8 @@ class RolloutEngine:
         actors = list(self._start())
         deaths = dict.fromkeys(range(len(actors)), 0)
         probes = dict.fromkeys(range(len(actors)), 0)
-        boxes: dict[int, tuple[int, list[Any]]] = {}  # id(router) -> (policy id, [object ref])
-        for job in jobs:
-            if id(job.router) not in boxes:  # in a list: a worker fetches it once, not on every call
-                boxes[id(job.router)] = (next(self._policies), [ray.put(job.router)])
-        todo: deque[int] = deque(range(len(jobs)))
-        attempts = dict.fromkeys(range(len(jobs)), 0)
+        todo: deque[int] = deque(range(len(calls)))
+        attempts = dict.fromkeys(range(len(calls)), 0)
         inflight: dict[Any, tuple[int, int | None]] = {}  # object ref -> (actor, job index; None: a probe)
         idle = list(range(len(actors)))
 
@@ -428,8 +485,8 @@ class RolloutEngine:
                 while todo and idle:
                     index, j = idle.pop(0), todo.popleft()
                     attempts[j] += 1
-                    policy_id, box = boxes[id(jobs[j].router)]
-                    inflight[actors[index].play.remote(jobs[j].game, jobs[j].run, policy_id, box)] = (index, j)
+                    method, args = calls[j]
+                    inflight[getattr(actors[index], method).remote(*args)] = (index, j)
                 if not inflight:  # every worker is gone
                     for j in todo:
                         yield j, _Outcome(error="no worker left (every worker died too often)")
@@ -442,13 +499,13 @@ class RolloutEngine:
                     if done is None:  # still restarting
                         probe(index)
                         continue
-                    yield from self._lost(index, done, jobs, attempts, deaths, todo, probe)
+                    yield from self._lost(index, done, names, attempts, deaths, todo, probe)
                     continue
                 except RayActorError:
                     if done is None:  # restarts used up: the worker is gone
                         logger.error("worker %d is gone for good; playing on without it", index)
                         continue
-                    yield from self._lost(index, done, jobs, attempts, deaths, todo, probe)
+                    yield from self._lost(index, done, names, attempts, deaths, todo, probe)
                     continue
                 probes[index] = 0
                 idle.append(index)
@@ -463,7 +520,7 @@ class RolloutEngine:
         self,
         index: int,
         j: int,
-        jobs: list[Job],
+        names: list[str],
         attempts: dict[int, int],
         deaths: dict[int, int],
         todo: deque[int],
@@ -471,7 +528,7 @@ class RolloutEngine:
     ) -> Iterator[tuple[int, _Outcome]]:
         """Worker ``index`` died playing job ``j``: the job goes back in the queue (or fails), the worker is probed."""
         deaths[index] += 1
-        logger.warning("worker %d died playing %s; handing the game out again", index, jobs[j].game.name)
+        logger.warning("worker %d died playing %s; handing the game out again", index, names[j])
         if deaths[index] <= self.max_attempts:
             probe(index)  # Ray restarts it
         if attempts[j] < self.max_attempts:
@@ -496,15 +553,16 @@ class _Tally:
 
     def record(self, job: Job, outcome: _Outcome) -> JobResult:
         """Record one finished job (its episode, or its error)."""
-        if outcome.episode is None:
+        episode: Episode | None = outcome.value
+        if episode is None:
             self.failures += 1
             logger.error("%s: game %s failed: %s", job.run, job.game.name, outcome.error)
         else:
             if self.store is not None:
-                self.store.append(outcome.episode)
-            self.played.append(outcome.episode)
+                self.store.append(episode)
+            self.played.append(episode)
             if self.on_episode is not None:
-                self.on_episode(job.game, outcome.episode)
+                self.on_episode(job.game, episode)
         self.bar.update(1)
         if self.played:
             self.bar.set_postfix(
@@ -512,9 +570,7 @@ class _Tally:
                 share=f"{summarize(self.played).high_share:.2f}",
                 failed=self.failures,
             )
-        return JobResult(
-            job, episode=outcome.episode, error=outcome.error or ("unknown error" if outcome.episode is None else None)
-        )
+        return JobResult(job, episode=episode, error=outcome.error or ("unknown error" if episode is None else None))
 
     def close(self) -> None:
         """Close the progress bar."""

@@ -156,3 +156,24 @@ def test_cli_train_grpo_with_two_workers_matches_one(games, local_ray, tmp_path,
         runs[workers] = {(e.info["run"], e.info["game"]): [s.route for s in e.steps] for e in JsonlTraceStore(traces)}
     assert len(runs["2"]) == 8  # 2 iterations x 2 tasks x 2 samples, each once
     assert runs["1"] == runs["2"]  # sampled routes are keyed by (seed, conversation, step): the same anywhere
+
+
+@pytest.mark.slow
+def test_cli_collect_counterfactual_with_two_workers_matches_one(games, local_ray, tmp_path, capsys):
+    from precision_router.cli import main
+
+    data = str(games[0].path.parents[3])
+    args = ["collect-counterfactual", "--data", data, "--split", "generated", "--tiny", "--max-steps", "3"]
+    args += ["--fewshot", "0", "--games", "3", "--base", "random:0.3", "--branches", "2"]
+    recorded = {}
+    for workers in ("1", "2"):
+        traces = tmp_path / f"w{workers}.jsonl"
+        assert main([*args, "--workers", workers, "--traces", str(traces)]) == 0
+        recorded[workers] = sorted(
+            (e.info["run"], e.info.get("game", ""), e.info.get("branch_of", ""), tuple(s.route for s in e.steps))
+            for e in JsonlTraceStore(traces)
+        )
+    assert "steps labelled on 3 new games" in capsys.readouterr().out
+    assert recorded["1"] == recorded["2"]
+    assert sum(r[0].endswith("|branch") for r in recorded["2"]) >= 1
+    assert sum(not r[0].endswith("|branch") for r in recorded["2"]) == 3  # one labelled base episode per game
