@@ -1,7 +1,7 @@
 """The rollout engine: play games with a routing policy in-process, or on Ray workers.
 
-Every command that plays episodes (``eval``, ``collect-kl``, ``alfworld run``) goes through
-:class:`RolloutEngine`::
+Every command that plays episodes (``eval``, ``collect-kl``, ``collect-counterfactual``,
+``alfworld run``, ``train-grpo``) goes through :class:`RolloutEngine`::
 
     from precision_router import JsonlTraceStore, RandomRouter
     from precision_router_alfworld.factory import resolve_games
@@ -13,8 +13,12 @@ Every command that plays episodes (``eval``, ``collect-kl``, ``alfworld run``) g
         result = engine.play(RandomRouter(0.3, seed=0), resolve_games(options), run="random:0.3",
                              store=JsonlTraceStore("runs/eval.jsonl"))
 
-With ``workers <= 1``, or without Ray installed (the ``[ray]`` extra), the games are played in
-this process by :func:`~precision_router_alfworld.runner.run_games`. Otherwise a local Ray
+:meth:`RolloutEngine.play` plays games with one policy, :meth:`RolloutEngine.play_jobs` a mixed
+batch (GRPO: the groups and the reference policies of an iteration), :meth:`RolloutEngine.map`
+any per-game work that needs the models and a game engine (counterfactual labels).
+
+With ``workers <= 1``, or without Ray installed (the ``[ray]`` extra), the work runs in this
+process (``play``: by :func:`~precision_router_alfworld.runner.run_games`). Otherwise a local Ray
 instance is started (or the cluster at ``ray_address`` / ``$RAY_ADDRESS`` is joined) and each
 worker is a Ray actor that loads the models (the factory's :func:`load_models`) and one
 environment once, then plays the games it is handed with the router the driver sent (as a Ray
