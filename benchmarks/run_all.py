@@ -6,7 +6,8 @@
 2. router decision latency as a share of a low-precision step;
 3. memory of reading a large trace file (peak RSS above baseline while counting a 500 MB file's episodes);
 4. per-step time of each GGUF rung on llama.cpp (when llama-cpp-python is installed);
-5. the evaluation table on a fixed list of ALFWorld games (the policies of the evaluation harness,
+5. rollout throughput: games per hour in-process and on 1 and 2 Ray workers (when Ray is installed);
+6. the evaluation table on a fixed list of ALFWorld games (the policies of the evaluation harness,
    played in one process per CPU core),
    unless --skip-eval.
 """
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-eval", action="store_true", help="only the speed benchmarks")
     parser.add_argument("--trace-mb", type=float, default=500, help="size of the trace-reading benchmark's file")
+    parser.add_argument("--rollout-games", type=int, default=8, help="games per configuration of the throughput run")
     args = parser.parse_args(argv)
     sections = [f"# Benchmarks, {dt.datetime.now():%Y-%m-%d %H:%M}", "", f"Machine: {machine()}", ""]
     print("scoring speed ...", flush=True)
@@ -45,6 +47,12 @@ def main(argv: list[str] | None = None) -> Path:
 
         print("llama.cpp rungs ...", flush=True)
         sections += ["## GGUF rungs on llama.cpp", "", llamacpp_speed.table(llamacpp_speed.run()), ""]
+    if importlib.util.find_spec("ray") is not None:
+        import rollout_throughput
+
+        print("rollout throughput (in-process, 1 and 2 Ray workers) ...", flush=True)
+        rows = rollout_throughput.run(args.rollout_games)
+        sections += ["## Rollout throughput (benchmark setting)", "", rollout_throughput.table(rows), ""]
     if not args.skip_eval:
         import eval_fixed
 

@@ -140,3 +140,25 @@ def test_step_encoder_direct_and_batched_paths_agree(encoder):
     one_by_one = torch.cat([direct.encode([t]) for t in texts])
     assert torch.allclose(batched, one_by_one, atol=1e-5)
     assert torch.allclose(one_by_one.norm(dim=-1), torch.ones(len(texts)), atol=1e-4)  # normalised
+
+
+def test_routers_pickle_for_rollout_workers(encoder):
+    """Routers travel to rollout workers (Ray objects): a pickled copy decides the same, with its own lock."""
+    import pickle
+
+    from precision_router.routing.budget import BudgetRouter
+
+    random_router = RandomRouter(0.5, seed=3)
+    budget = BudgetRouter(RandomRouter(0.5, seed=3), max_high=1)
+    for router in (random_router, budget):
+        copy = pickle.loads(pickle.dumps(router))
+        assert [copy.decide(_state(steps=s)).route for s in range(8)] == [
+            router.decide(_state(steps=s)).route for s in range(8)
+        ]
+    config = RouterConfig(embed_dim=encoder.dim, d_model=32, n_heads=4, dropout=0.0, encoder=encoder.name)
+    learned = LearnedRouter(RouterNet(config), encoder)
+    blob = pickle.dumps(learned)
+    assert len(blob) < 5_000_000  # the sentence encoder itself stays behind; the copy loads its own
+    copy = pickle.loads(blob)
+    assert copy.version == learned.version
+    assert copy.decide(_state(steps=2)).p_high == pytest.approx(learned.decide(_state(steps=2)).p_high, abs=1e-5)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+
+from precision_router.locks import PicklableLock
 
 __all__ = [
     "ROUTES",
@@ -259,7 +260,7 @@ class RandomLadderRouter:
         self.seed = seed
         self.name = "random-ladder:" + ",".join(f"{k}={v:g}" for k, v in self.shares.items())
         self._rng = random.Random()
-        self._lock = threading.Lock()
+        self._lock = PicklableLock()
 
     def __repr__(self) -> str:
         return f"RandomLadderRouter({self.shares}, seed={self.seed})"

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-
+from precision_router.locks import PicklableLock
 from precision_router.routing.base import RouteDecision, Router, RoutingState, scores_needed
 
 __all__ = ["BudgetRouter"]
@@ -29,7 +28,7 @@ class BudgetRouter:
         self.max_high = max_high
         self.name = f"{router.name}|budget{max_high}"
         self._spent: dict[str, set[int]] = {}
-        self._lock = threading.Lock()
+        self._lock = PicklableLock()
 
     @property
     def needs_scores(self) -> tuple[str, ...]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from precision_router.errors import ModelLoadError, require
+from precision_router.locks import PicklableLock
 
 if TYPE_CHECKING:
     import torch
@@ -100,10 +100,14 @@ class StepEncoder:
         self.max_seq_length = max_seq_length
         self._model: Any = None
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._lock = threading.RLock()
+        self._lock = PicklableLock(reentrant=True)
 
     def __repr__(self) -> str:
         return f"StepEncoder({self.name!r}, dtype={self.dtype!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the sentence encoder itself: a copy (e.g. on a rollout worker) loads its own."""
+        return {**self.__dict__, "_model": None}
 
     @property
     def model(self) -> Any:

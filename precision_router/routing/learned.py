@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import threading
 from typing import TYPE_CHECKING
 
-from precision_router.routing.base import ROUTES, Route, RouteDecision, RoutingState, threshold_name
+from precision_router.locks import PicklableLock
+from precision_router.routing.base import ROUTES, Route, RouteDecision, RoutingState, keyed_uniform, threshold_name
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +29,8 @@ class LearnedRouter:
         encoder: the step encoder; its name must match the one the network was trained with.
         threshold: ``p_high`` at or above which a step goes high.
         sample: draw routes instead of thresholding.
-        seed: seed of the sampling generator.
+        seed: makes sampled routes a pure function of ``(seed, conversation, step)`` (the same draws
+            in any process, e.g. on rollout workers); ``None`` draws from a private generator.
         name: the policy name recorded in traces.
         version: what the traces record as the router's version (default: the weights' fingerprint).
     """
@@ -45,8 +46,6 @@ class LearnedRouter:
         name: str = "learned",
         version: str | None = None,
     ) -> None:
-        import torch
-
         from precision_router.errors import CheckpointMismatchError
 
         if net.config.encoder != encoder.name:
@@ -62,8 +61,7 @@ class LearnedRouter:
         self.name = name
         self.seed = seed
         self.version = version or net.fingerprint()
-        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        self._lock = threading.Lock()
+        self._lock = PicklableLock()
 
     def __repr__(self) -> str:
         return f"LearnedRouter(version={self.version!r}, threshold={self.threshold}, sample={self.sample})"
@@ -122,8 +120,12 @@ class LearnedRouter:
         probs = self.probs(state)
         p_high = float(probs[-1])
         if self.sample:
-            with self._lock:
-                index = int(torch.multinomial(probs, 1, generator=self._generator))
+            if self.seed is not None:
+                u = keyed_uniform(self.seed, state.conversation_id, state.step_index)
+                index = min(int((torch.cumsum(probs, 0) <= u).sum()), len(probs) - 1)
+            else:
+                with self._lock:
+                    index = int(torch.multinomial(probs, 1))
             route: Route = "high" if index == len(probs) - 1 else "low"
         else:
             route = ROUTES[1] if p_high >= self.threshold else ROUTES[0]

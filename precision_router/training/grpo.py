@@ -42,6 +42,10 @@ Rollout = Callable[[Router, str, int, int], Episode]
 ``(iteration, sample)`` identifies the rollout, so a rollout function that records its episodes can
 return the recorded one instead of replaying it when training resumes."""
 
+RolloutMany = Callable[[Sequence[tuple[Router, str, int, int]]], list[Episode]]
+"""``rollout_many([(router, task, iteration, sample), ...]) -> [Episode, ...]``: a whole iteration's
+rollouts at once, in the order asked (e.g. played on parallel workers)."""
+
 
 @dataclass(frozen=True)
 class GRPOConfig:
@@ -167,6 +171,7 @@ def train_grpo(
     embedding_cache: str | os.PathLike[str] | None = None,
     plots: bool = True,
     references: Sequence[Router] = (),
+    rollout_many: RolloutMany | None = None,
 ) -> GRPOResult:
     """Refine a router with GRPO; writes ``out`` after every iteration.
 
@@ -185,6 +190,9 @@ def train_grpo(
         references: reference policies (e.g. ``AlwaysLow()``, ``RandomRouter(0.2, seed=0)``) played
             once per task and iteration (``rollout(ref, task, iteration, -1 - k)``); their returns
             join each group's baseline (:func:`group_advantages`) but are not trained on.
+        rollout_many: plays all of an iteration's rollouts (the groups and the references' episodes)
+            in one call, e.g. on parallel workers (the router, with this iteration's weights, is
+            part of each request); default: ``rollout`` one by one. The update runs here.
     """
     from tqdm.auto import tqdm
 
@@ -221,13 +229,19 @@ def train_grpo(
         # this iteration's sampling policy: the current weights, a seed of its own
         seed = config.seed * 100_003 + iteration
         router = LearnedRouter(net.eval(), encoder, sample=True, seed=seed, name="grpo", version=f"grpo-{iteration}")
-        groups: list[tuple[list[Episode], list[float]]] = []
+        requests: list[tuple[Router, str, int, int]] = []
         for task in schedule[iteration]:
-            episodes = [rollout(router, task, iteration, i) for i in range(config.group_size)]
+            requests += [(router, task, iteration, i) for i in range(config.group_size)]
+            requests += [(ref, task, iteration, -1 - k) for k, ref in enumerate(references)]
+        played = rollout_many(requests) if rollout_many is not None else [rollout(*r) for r in requests]
+        per_task = config.group_size + len(references)
+        groups: list[tuple[list[Episode], list[float]]] = []
+        for start in range(0, len(played), per_task):
+            episodes = played[start : start + config.group_size]
             returns = [episode_return(e, config.lambda_high, config.lambda_step) for e in episodes]
             baseline = [
-                episode_return(rollout(ref, task, iteration, -1 - k), config.lambda_high, config.lambda_step)
-                for k, ref in enumerate(references)
+                episode_return(e, config.lambda_high, config.lambda_step)
+                for e in played[start + config.group_size : start + per_task]
             ]
             groups.append((episodes, group_advantages(returns, config.eps, baseline)))
         records, advantages = [], []

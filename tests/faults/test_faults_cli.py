@@ -93,6 +93,8 @@ ALFWORLD = {
     "grpo: bad reference": ["train-grpo", "--out", "g.pt", "--references", "random:2"],
     "counterfactual: bad base": ["collect-counterfactual", "--base", "random:1.5"],
     "collect-kl: bad task type": ["collect-kl", "--task-types", "nope"],
+    "eval: zero workers": ["eval", "--workers", "0"],
+    "grpo: negative workers": ["train-grpo", "--out", "g.pt", "--workers", "-1"],
 }
 
 

@@ -12,13 +12,23 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from precision_router.cli import Command
 from precision_router_alfworld import validation
-from precision_router_alfworld.factory import build_agent, file_digest, load_models, policy_key, resolve_games, run_name
+from precision_router_alfworld.factory import file_digest, policy_key, resolve_games, run_name
 from precision_router_alfworld.settings import SETTINGS, AgentOptions
 
-__all__ = ["add_agent_arguments", "add_arguments", "run"]
+if TYPE_CHECKING:
+    from precision_router.evaluation.report import PolicyResult
+    from precision_router.routing.base import Router
+    from precision_router.traces.schema import Episode
+    from precision_router.traces.store import TraceStore
+    from precision_router_alfworld.data import GameInfo
+    from precision_router_alfworld.rollouts import RolloutEngine
+    from precision_router_alfworld.runner import RunResult
+
+__all__ = ["add_agent_arguments", "add_arguments", "add_rollout_arguments", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +125,51 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny random models (for smoke tests)")
 
 
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        msg = f"--workers must be a number or 'auto', got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where episodes are played: in this process, or on Ray workers (the rollout engine)."""
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N|auto",
+        help="Ray workers, each with its own models and game engine (auto: this machine's cores; default: "
+        "play in this process, or one worker per cluster CPU with --ray-address); needs the [ray] extra",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="join this Ray cluster (`ray start --head` prints it; default: $RAY_ADDRESS, else a local instance)",
+    )
+
+
+def _engine(args: argparse.Namespace, options: AgentOptions, **kwargs: object) -> RolloutEngine:
+    """The rollout engine ``--workers`` / ``--ray-address`` ask for."""
+    from precision_router_alfworld.rollouts import RolloutEngine, resolve_workers
+
+    return RolloutEngine(options, workers=resolve_workers(args.workers), ray_address=args.ray_address, **kwargs)  # type: ignore[arg-type]
+
+
+def _report_failures(results: list[RunResult]) -> int:
+    """Print every failed game to stderr; the exit status (1 if any game failed)."""
+    lines = [line for result in results for line in result.failure_lines()]
+    for line in lines:
+        print(line, file=sys.stderr)
+    if lines:
+        print(f"{len(lines)} games failed (their episodes are not recorded; rerun to retry them)", file=sys.stderr)
+    return 1 if lines else 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``precision-router alfworld``."""
     sub = parser.add_subparsers(dest="alfworld_command", required=True)
@@ -126,6 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_parser.add_argument("--score-both", action="store_true", help="record both precisions' distributions + KL")
     run_parser.add_argument("--no-resume", action="store_true", help="replay games already in the trace file")
     run_parser.add_argument("--print-steps", type=int, default=0, help="print the steps of the first N episodes")
+    add_rollout_arguments(run_parser)
     add_eval_arguments(sub.add_parser("eval", help="run several policies on the same games and write the report"))
     add_finetune_arguments(sub.add_parser("finetune", help="fine-tune the model (LoRA) on expert trajectories"))
     gen = sub.add_parser("generate", help="write new solvable games (no ALFWorld download needed)")
@@ -216,6 +272,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-traces", type=Path, help="traces (collect-kl) to calibrate thresholds on")
     parser.add_argument("--traces", type=Path, default=Path("runs/eval.jsonl"), help="episodes (resumable cache)")
     parser.add_argument("--out", type=Path, default=Path("runs/eval-report.md"), help="Markdown report (+ .png plot)")
+    add_rollout_arguments(parser)
 
 
 def add_grpo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -238,6 +295,7 @@ def add_grpo_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="reference policies whose returns join each group's baseline (e.g. low random:0.2)",
     )
+    add_rollout_arguments(parser)
 
 
 def train_grpo_command(args: argparse.Namespace) -> int:
@@ -246,31 +304,31 @@ def train_grpo_command(args: argparse.Namespace) -> int:
     from precision_router import JsonlTraceStore
     from precision_router.routing.encoder import StepEncoder
     from precision_router.training.grpo import GRPOConfig, train_grpo
-    from precision_router_alfworld.agent import AlfworldAgent
-    from precision_router_alfworld.env import AlfworldEnv
+    from precision_router_alfworld.rollouts import Job, RolloutError
 
     options = AgentOptions.of(args)
     games = {g.name: g for g in resolve_games(options)}
     store = JsonlTraceStore(args.traces)
-    recorded = {(e.info.get("run"), e.info.get("game")): e for e in store}
-    models = load_models(options)
-    agents: dict[int, tuple[object, AlfworldAgent]] = {}
-    envs: list[AlfworldEnv] = []
+    engine = _engine(args, options)
+
+    def run_key(router, iteration, sample):  # type: ignore[no-untyped-def]
+        if sample >= 0:
+            return f"grpo|{args.out.name}|it{iteration}|s{sample}"
+        # a reference policy; a fixed one plays each game the same way every iteration
+        fixed = router.name in ("low", "high")
+        return f"grpo-ref|{router.name}" + ("" if fixed else f"|{args.out.name}|it{iteration}")
+
+    def rollout_many(requests):  # type: ignore[no-untyped-def]
+        jobs = [Job(games[task], run_key(router, it, sample), router) for router, task, it, sample in requests]
+        results = engine.play_jobs(jobs, store=store, desc=f"GRPO iteration {requests[0][2] + 1}" if jobs else "")
+        failed = [f"{r.job.game.name} ({r.error})" for r in results if r.episode is None]
+        if failed:
+            msg = f"GRPO rollouts failed: {'; '.join(failed)}; rerun to resume from the last finished iteration"
+            raise RolloutError(msg)
+        return [r.episode for r in results]
 
     def rollout(router, task, iteration, sample):  # type: ignore[no-untyped-def]
-        run_key = f"grpo|{args.out.name}|it{iteration}|s{sample}"
-        if sample < 0:  # a reference policy; a fixed one plays each game the same way every iteration
-            fixed = router.name in ("low", "high")
-            run_key = f"grpo-ref|{router.name}" + ("" if fixed else f"|{args.out.name}|it{iteration}")
-        if (run_key, task) in recorded:
-            return recorded[(run_key, task)]
-        cached = agents.get(id(router))  # the router is kept with its agent, so its id is never reused
-        if cached is None or cached[0] is not router:
-            cached = agents[id(router)] = (router, build_agent(options, router, store, pair=models))
-        agent = cached[1]
-        if not envs:
-            envs.append(AlfworldEnv(games[task], max_steps=args.max_steps))
-        return agent.run_episode(envs[0], conversation_id=f"{run_key}:{task}", game=games[task], info={"run": run_key})
+        return rollout_many([(router, task, iteration, sample)])[0]
 
     config = GRPOConfig(
         group_size=args.group_size,
@@ -285,11 +343,17 @@ def train_grpo_command(args: argparse.Namespace) -> int:
     from precision_router.routing.spec import router_from_spec
 
     references = [router_from_spec(spec, seed=args.seed) for spec in args.references]
-    result = train_grpo(
-        rollout, sorted(games), args.out, encoder=StepEncoder(), init=args.init, config=config, references=references
-    )
-    for env in envs:
-        env.close()
+    with engine:
+        result = train_grpo(
+            rollout,
+            sorted(games),
+            args.out,
+            encoder=StepEncoder(),
+            init=args.init,
+            config=config,
+            references=references,
+            rollout_many=rollout_many,
+        )
     for row in result.history:
         print(
             f"iteration {int(row['iteration']):3d}: success {row['success']:.2f}, high share {row['high_share']:.2f}, "
@@ -303,42 +367,22 @@ def evaluate(args: argparse.Namespace) -> int:
     """Entry point of ``precision-router alfworld eval``: every policy on the same games, one report."""
     validation.check_eval_args(args)
     from precision_router import JsonlTraceStore
-    from precision_router.evaluation.calibration import calibrated
-    from precision_router.evaluation.report import PolicyResult, paired_table, plot_frontier, report_table
-    from precision_router.routing.base import Router
-    from precision_router.routing.spec import router_from_spec
-    from precision_router_alfworld.runner import run_games
+    from precision_router.evaluation.report import paired_table, plot_frontier, report_table
 
     options = AgentOptions.of(args)
     games = resolve_games(options)
     store = JsonlTraceStore(args.traces)
     calibration = JsonlTraceStore(args.calibration_traces).read() if args.calibration_traces else None
-    models = load_models(options)
     results = []
+    runs = []
     calibrated_on = file_digest(args.calibration_traces) if args.calibration_traces else None
-    for spec in args.policies:
-        label = spec
-        router: Router
-        if spec.startswith("oracle-kl:"):  # the KL oracle at a share: its threshold set on the traces
-            spec = f"calibrated:oracle-kl@0:{spec.removeprefix('oracle-kl:')}"
-        if spec.startswith("calibrated:"):
-            base, _, share = spec.removeprefix("calibrated:").rpartition(":")
-            if calibration is None:
-                print("calibrated policies need --calibration-traces", file=sys.stderr)
+    with _engine(args, options) as engine:
+        for spec in args.policies:
+            result = _eval_policy(args, engine, options, spec, calibration, calibrated_on, games, store)
+            if result is None:
                 return 2
-            scored = calibrated(router_from_spec(base, seed=args.seed), calibration, float(share))
-            router, threshold = scored, scored.threshold
-            logger.info("%s: threshold %.4g for a %s high share", spec, threshold, share)
-            key = policy_key(spec, router, calibrated_on)
-            label = f"{spec} (t={threshold:.3g})"
-        else:
-            router = router_from_spec(spec, seed=args.seed)
-            key = policy_key(spec, router)
-        agent = build_agent(options, router, store, pair=models)
-        result = run_games(agent, games, run=run_name(options, key))
-        print(result.summary_line(), flush=True)
-        outcomes = {e.info.get("game", e.task): bool(e.success) for e in result.episodes}
-        results.append(PolicyResult(label, result.metrics, outcomes))
+            runs.append(result[1])
+            results.append(result[0])
     table = report_table(results)
     paired = paired_table(results)
     if paired:
@@ -353,7 +397,45 @@ def evaluate(args: argparse.Namespace) -> int:
     args.out.write_text(header + table + f"\n\n![success vs share]({plot.name})\n")
     print(table)
     print(f"report: {args.out}; plot: {plot}")
-    return 0
+    return _report_failures(runs)
+
+
+def _eval_policy(
+    args: argparse.Namespace,
+    engine: RolloutEngine,
+    options: AgentOptions,
+    spec: str,
+    calibration: list[Episode] | None,
+    calibrated_on: str | None,
+    games: list[GameInfo],
+    store: TraceStore,
+) -> tuple[PolicyResult, RunResult] | None:
+    """One policy of ``eval`` played on the engine (``None``: a calibrated policy without traces)."""
+    from precision_router.evaluation.calibration import calibrated
+    from precision_router.evaluation.report import PolicyResult
+    from precision_router.routing.spec import router_from_spec
+
+    label = spec
+    router: Router
+    if spec.startswith("oracle-kl:"):  # the KL oracle at a share: its threshold set on the traces
+        spec = f"calibrated:oracle-kl@0:{spec.removeprefix('oracle-kl:')}"
+    if spec.startswith("calibrated:"):
+        base, _, share = spec.removeprefix("calibrated:").rpartition(":")
+        if calibration is None:
+            print("calibrated policies need --calibration-traces", file=sys.stderr)
+            return None
+        scored = calibrated(router_from_spec(base, seed=args.seed), calibration, float(share))
+        router, threshold = scored, scored.threshold
+        logger.info("%s: threshold %.4g for a %s high share", spec, threshold, share)
+        key = policy_key(spec, router, calibrated_on)
+        label = f"{spec} (t={threshold:.3g})"
+    else:
+        router = router_from_spec(spec, seed=args.seed)
+        key = policy_key(spec, router)
+    result = engine.play(router, games, run=run_name(options, key), store=store)
+    print(result.summary_line(), flush=True)
+    outcomes = {e.info.get("game", e.task): bool(e.success) for e in result.episodes}
+    return PolicyResult(label, result.metrics, outcomes), result
 
 
 def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -362,6 +444,7 @@ def add_collect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(split="train")
     parser.add_argument("--traces", type=Path, default=Path("runs/kl.jsonl"))
     parser.add_argument("--no-resume", action="store_true", help="replay games already in the trace file")
+    add_rollout_arguments(parser)
 
 
 def add_counterfactual_arguments(parser: argparse.ArgumentParser) -> None:
@@ -372,6 +455,7 @@ def add_counterfactual_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--branches", type=int, default=6, help="steps branched per game (sampled; 0: every step)")
     parser.add_argument("--window", type=int, default=1, help="consecutive steps each branch plays high")
     parser.add_argument("--traces", type=Path, default=Path("runs/counterfactual.jsonl"))
+    add_rollout_arguments(parser)
 
 
 def collect_counterfactual(args: argparse.Namespace) -> int:
@@ -383,14 +467,11 @@ def collect_counterfactual(args: argparse.Namespace) -> int:
     labelled base episode is in the trace file are skipped.
     """
     validation.check_counterfactual_args(args)
-    import random
-
-    from tqdm.auto import tqdm
+    import functools
 
     from precision_router import JsonlTraceStore
     from precision_router.routing.spec import router_from_spec
-    from precision_router.training.counterfactual import counterfactual_labels
-    from precision_router_alfworld.env import AlfworldEnv
+    from precision_router_alfworld.counterfactual import CounterfactualGame, LabelledGame, label_game
 
     if args.mode != "score":
         print("collect-counterfactual needs --mode score (a deterministic agent)", file=sys.stderr)
@@ -401,35 +482,26 @@ def collect_counterfactual(args: argparse.Namespace) -> int:
     base = router_from_spec(args.base, seed=args.seed)
     run = run_name(options, f"cf-{args.base}-w{args.window}")
     done = {e.info.get("game") for e in store if e.info.get("run") == run}
-    models = load_models(options)
-    env = AlfworldEnv(games[0], max_steps=args.max_steps) if games else None
-    helped = labelled = 0
-    bar = tqdm([g for g in games if g.name not in done], desc="counterfactual", unit="game")
-    for game in bar:
+    spec = CounterfactualGame(base, run, seed=args.seed, branches=args.branches, window=args.window)
+    todo = [g for g in games if g.name not in done]
+    counts = {"helped": 0, "labelled": 0}
 
-        def play(router, game=game):  # type: ignore[no-untyped-def]
-            agent = build_agent(options, router, None, pair=models, score_both=True)
-            return agent.run_episode(env, conversation_id=f"cf|{game.name}", game=game)
-
-        def keep(branch, game=game):  # type: ignore[no-untyped-def]
-            branch.info.update(run=run + "|branch", branch_of=game.name)
+    def write(game: GameInfo, labelled: LabelledGame) -> None:
+        for branch in labelled.branches:
             store.append(branch)
+        store.append(labelled.episode)
+        counts["helped"] += labelled.helped
+        counts["labelled"] += labelled.labelled
 
-        first = play(base)
-        n = len(first.steps)
-        steps = (
-            range(n)
-            if args.branches <= 0
-            else sorted(random.Random(f"{args.seed}|{game.name}").sample(range(n), min(args.branches, n)))
-        )
-        episode, labels = counterfactual_labels(play, base, steps=steps, window=args.window, on_branch=keep)
-        episode.info.update(run=run)
-        store.append(episode)
-        helped += sum(label.delta_success > 0 for label in labels)
-        labelled += len(labels)
-        bar.set_postfix(helped=f"{helped}/{labelled}")
-    print(f"{labelled} steps labelled on {len(bar)} new games; going high helped on {helped}; traces: {args.traces}")
-    return 0
+    with _engine(args, options) as engine:
+        failed = engine.map(functools.partial(label_game, spec), todo, on_result=write, desc="counterfactual")
+    print(
+        f"{counts['labelled']} steps labelled on {len(todo) - len(failed)} new games; going high helped on "
+        f"{counts['helped']}; traces: {args.traces}"
+    )
+    for name, error in failed.items():
+        print(f"{run}: {name} failed: {error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def collect(args: argparse.Namespace) -> int:
@@ -440,7 +512,7 @@ def collect(args: argparse.Namespace) -> int:
         return 2
     options = AgentOptions.of(args)
     name = "collect-kl|" + run_name(options, "high")
-    return _play(options, "high", args.traces, name, score_both=True, resume=not args.no_resume)
+    return _play(args, options, "high", args.traces, name, score_both=True, resume=not args.no_resume)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -472,6 +544,7 @@ def run(args: argparse.Namespace) -> int:
         return finetune_command(args)
     options = AgentOptions.of(args)
     return _play(
+        args,
         options,
         args.policy,
         args.traces,
@@ -483,6 +556,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _play(
+    args: argparse.Namespace,
     options: AgentOptions,
     policy: str,
     traces: Path,
@@ -495,12 +569,11 @@ def _play(
     """Play the selected games with one policy (``alfworld run``, ``collect-kl``) and print the summary."""
     from precision_router import JsonlTraceStore
     from precision_router.routing.spec import router_from_spec
-    from precision_router_alfworld.runner import progress_measures, run_games
+    from precision_router_alfworld.runner import progress_measures
 
     games = resolve_games(options)
     store = JsonlTraceStore(traces)
     router = router_from_spec(policy, seed=options.seed)
-    agent = build_agent(options, router, store, score_both=score_both)
     name = name or run_name(options, policy_key(policy, router))
     shown = 0
 
@@ -514,14 +587,15 @@ def _play(
             p = f"{step.p_high:.2f}" if step.p_high is not None else "  - "
             print(f"  {step.index:2d} {step.rung or step.route:8s} p_high={p}  {step.action}", file=sys.stderr)
 
-    result = run_games(agent, games, run=name, resume=resume, on_episode=show)
+    with _engine(args, options, score_both=score_both) as engine:
+        result = engine.play(router, games, run=name, store=store, resume=resume, on_episode=show)
     print(result.summary_line())
     measures = progress_measures(result.episodes)
     print(
         f"took something in {measures['took_something']:.2f} of games; A-B-A-B loop share {measures['loop_share']:.2f}"
     )
     print(f"traces: {traces}")
-    return 0
+    return _report_failures([result])
 
 
 # -- the subcommands this package registers with ``precision-router`` (entry-point group

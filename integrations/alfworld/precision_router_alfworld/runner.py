@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from precision_router.evaluation.metrics import RunMetrics, summarize
@@ -13,19 +13,28 @@ from precision_router.traces.store import TraceStore
 from precision_router_alfworld.agent import AlfworldAgent
 from precision_router_alfworld.data import GameInfo
 
-__all__ = ["RunResult", "progress_measures", "run_games"]
+__all__ = ["RunResult", "done_games", "episode_error", "progress_measures", "run_games"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class RunResult:
-    """The episodes of one run (resumed ones included) and their metrics."""
+    """The episodes of one run (resumed ones included), their metrics and the games that failed.
+
+    Attributes:
+        run: the run's name.
+        episodes: one per game played or resumed, in the order of the games.
+        metrics: of ``episodes``.
+        skipped: games resumed from the trace store.
+        failed: game name -> the error that stopped its episode (no episode recorded for it).
+    """
 
     run: str
     episodes: list[Episode]
     metrics: RunMetrics
     skipped: int
+    failed: dict[str, str] = field(default_factory=dict)
 
     def summary_line(self) -> str:
         """One line for the terminal."""
@@ -34,10 +43,16 @@ class RunResult:
             f"{self.run}: success {m.success:.3f} ± {m.success_se:.3f} over {m.episodes} games, "
             f"high-precision share {m.high_share:.3f} (tokens {m.token_high_share:.3f}), "
             f"{m.mean_steps:.1f} steps/game, {m.seconds_per_step:.2f} s/step"
+            + (f"; {len(self.failed)} games failed" if self.failed else "")
         )
 
+    def failure_lines(self) -> list[str]:
+        """One line per failed game: its name and the error."""
+        return [f"{self.run}: {game} failed: {error}" for game, error in self.failed.items()]
 
-def _done_games(store: TraceStore | None, run: str) -> dict[str, Episode]:
+
+def done_games(store: TraceStore | None, run: str) -> dict[str, Episode]:
+    """Game name -> the episode ``store`` already holds for it under ``run`` (what resuming skips)."""
     if store is None:
         return {}
     return {e.info.get("game", ""): e for e in store if e.info.get("run") == run}
@@ -52,6 +67,7 @@ def run_games(
     resume: bool = True,
     progress: bool = True,
     on_episode: Any = None,
+    keep_going: bool = True,
 ) -> RunResult:
     """Play every game once with ``agent``; episodes go to the agent model's trace store.
 
@@ -64,14 +80,18 @@ def run_games(
         resume: skip games already in the trace store for this ``run``.
         progress: show a tqdm progress bar.
         on_episode: optional callback ``f(game, episode)`` after each new episode.
+        keep_going: an exception inside one episode is logged and recorded in
+            :attr:`RunResult.failed` with the game's name, and the other games are played;
+            ``False`` lets it propagate.
     """
     from tqdm.auto import tqdm
 
     from precision_router_alfworld.env import AlfworldEnv
 
     store = agent.model.trace_store
-    done = _done_games(store, run) if resume else {}
+    done = done_games(store, run) if resume else {}
     episodes: list[Episode] = []
+    failed: dict[str, str] = {}
     skipped = 0
     env: AlfworldEnv | None = None
     cap = max_steps or agent.config.max_steps
@@ -82,10 +102,20 @@ def run_games(
                 episodes.append(done[game.name])
                 skipped += 1
                 continue
-            if env is None:
-                env = AlfworldEnv(game, max_steps=cap)
-            # one env for all games: switching games on a loaded engine is cheaper than a new env
-            episode = agent.run_episode(env, conversation_id=f"{run}:{game.name}", game=game, info={"run": run})
+            try:
+                if env is None:
+                    env = AlfworldEnv(game, max_steps=cap)
+                # one env for all games: switching games on a loaded engine is cheaper than a new env
+                episode = agent.run_episode(env, conversation_id=f"{run}:{game.name}", game=game, info={"run": run})
+            except Exception as exc:
+                if not keep_going:
+                    raise
+                failed[game.name] = episode_error(exc)
+                logger.exception("%s: game %s failed; playing the others", run, game.name)
+                if env is not None:  # a fresh engine for the next game
+                    env.close()
+                    env = None
+                continue
             episodes.append(episode)
             if on_episode is not None:
                 on_episode(game, episode)
@@ -96,7 +126,13 @@ def run_games(
             env.close()
     if skipped:
         logger.info("%s: resumed %d games from the trace file", run, skipped)
-    return RunResult(run=run, episodes=episodes, metrics=summarize(episodes), skipped=skipped)
+    return RunResult(run=run, episodes=episodes, metrics=summarize(episodes), skipped=skipped, failed=failed)
+
+
+def episode_error(exc: BaseException) -> str:
+    """How a failed episode is reported: the exception's type and message, on one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def progress_measures(episodes: Sequence[Episode]) -> dict[str, float]:

@@ -52,6 +52,9 @@ def check_agent_args(args: argparse.Namespace) -> None:
     check_count(args.fewshot, "--fewshot", minimum=0)
     if args.data and not Path(args.data).is_dir():
         fail(f"--data: {args.data} is not a folder; give the ALFWorld data folder (or omit it for generated games)")
+    workers = getattr(args, "workers", None)
+    if isinstance(workers, int):
+        check_count(workers, "--workers")
 
 
 def check_alfworld_args(args: argparse.Namespace) -> None:
