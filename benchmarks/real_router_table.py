@@ -8,13 +8,14 @@ wrote, groups them by policy, and writes the evaluation table (S ± SE, c, GHC, 
 paired comparisons (each routing policy against low-only, the random policy nearest in share and
 high-only) and the success-vs-share plot. Policies whose runs were split over game shards with a
 different router per shard (cross-fitted probes: ``--merge NAME=PREFIX``) are merged into one row,
-so every row covers the same games. Only games that every policy played are counted.
+so every row covers the same games. Policies that have not played every game yet are left out.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from precision_router.evaluation.report import (
 )
 from precision_router.traces.schema import Episode
 
+logger = logging.getLogger(__name__)
 PAIRED = "Paired comparisons on the same games (S difference, its paired standard error):"
 RESULTS = Path(__file__).resolve().parent / "results" / "real"
 
@@ -55,6 +57,10 @@ def build(paths: list[Path], merge: dict[str, str]) -> list[PolicyResult]:
         for episode in read_episodes(path):
             game = str(episode.info.get("game", episode.task))
             by_policy[policy_name(episode, merge)][game] = episode
+    most = max((len(g) for g in by_policy.values()), default=0)
+    for name in [n for n, g in by_policy.items() if len(g) < most]:
+        logger.warning("%s has played %d of %d games so far: left out", name, len(by_policy[name]), most)
+        del by_policy[name]
     common = set.intersection(*(set(g) for g in by_policy.values())) if by_policy else set()
     order = sorted(by_policy, key=lambda n: (n != "high", n != "low", not n.startswith("random"), n))
     results = []
@@ -65,15 +71,19 @@ def build(paths: list[Path], merge: dict[str, str]) -> list[PolicyResult]:
     return results
 
 
-def versus_high(results: list[PolicyResult]) -> str:
+def versus(results: list[PolicyResult], reference: str) -> str:
+    """Every other policy against ``reference`` on the same games (paired)."""
     by_name = {r.name: r for r in results}
-    if "high" not in by_name:
+    if reference not in by_name:
         return ""
-    lines = ["| policy | ΔS vs high ± paired SE | won only by the policy / only by high |", "| --- | --- | --- |"]
+    lines = [
+        f"| policy | ΔS vs {reference} ± paired SE | won only by the policy / only by {reference} |",
+        "| --- | --- | --- |",
+    ]
     for r in results:
-        if r.name == "high":
+        if r.name == reference:
             continue
-        diff, se, _, a, b = paired_difference(r.outcomes or {}, by_name["high"].outcomes or {})
+        diff, se, _, a, b = paired_difference(r.outcomes or {}, by_name[reference].outcomes or {})
         lines.append(f"| {r.name} | {diff:+.3f} ± {se:.3f} | {a} / {b} |")
     return "\n".join(lines)
 
@@ -89,6 +99,7 @@ def main() -> None:
         help="NAME=PREFIX: policies whose name starts with PREFIX form one row NAME",
     )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     merge = dict(item.split("=", 1) for item in args.merge)
     results = build(args.traces, merge)
     games = len(results[0].outcomes or {}) if results else 0
@@ -98,8 +109,9 @@ def main() -> None:
         f"# Routers on the real games: {games} valid_seen games played by every policy (seed 0)",
         report_table(results),
         *([PAIRED, paired] if paired else []),
-        "Against high-only:",
-        versus_high(results),
+        "Against high-only and low-only:",
+        versus(results, "high"),
+        versus(results, "low"),
         f"![success vs share]({plot.name})",
     ]
     text = "\n\n".join(sections)
