@@ -8,7 +8,8 @@ wrote, groups them by policy, and writes the evaluation table (S ± SE, c, GHC, 
 paired comparisons (each routing policy against low-only, the random policy nearest in share and
 high-only) and the success-vs-share plot. Policies whose runs were split over game shards with a
 different router per shard (cross-fitted probes: ``--merge NAME=PREFIX``) are merged into one row,
-so every row covers the same games. Policies that have not played every game yet are left out.
+so every row covers the same games. Policies that have not played every game yet are left out
+(``--partial``: kept, and every policy compared on the games all of them played).
 """
 
 from __future__ import annotations
@@ -51,14 +52,18 @@ def policy_name(episode: Episode, merge: dict[str, str]) -> str:
     return episode.policy or "?"
 
 
-def build(paths: list[Path], merge: dict[str, str]) -> list[PolicyResult]:
+def build(
+    paths: list[Path], merge: dict[str, str], *, partial: bool = False, only: list[str] | None = None
+) -> list[PolicyResult]:
     by_policy: dict[str, dict[str, Episode]] = defaultdict(dict)
     for path in paths:
         for episode in read_episodes(path):
-            game = str(episode.info.get("game", episode.task))
-            by_policy[policy_name(episode, merge)][game] = episode
+            name = policy_name(episode, merge)
+            if only and not any(name.startswith(prefix) for prefix in only):
+                continue
+            by_policy[name][str(episode.info.get("game", episode.task))] = episode
     most = max((len(g) for g in by_policy.values()), default=0)
-    for name in [n for n, g in by_policy.items() if len(g) < most]:
+    for name in [n for n, g in by_policy.items() if len(g) < most and not partial]:
         logger.warning("%s has played %d of %d games so far: left out", name, len(by_policy[name]), most)
         del by_policy[name]
     common = set.intersection(*(set(g) for g in by_policy.values())) if by_policy else set()
@@ -98,10 +103,14 @@ def main() -> None:
         default=["probe-2fold=calibrated:probe:"],
         help="NAME=PREFIX: policies whose name starts with PREFIX form one row NAME",
     )
+    parser.add_argument(
+        "--partial", action="store_true", help="keep policies that played fewer games: compare on the games all played"
+    )
+    parser.add_argument("--only", nargs="*", help="only the policies whose names start with these")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     merge = dict(item.split("=", 1) for item in args.merge)
-    results = build(args.traces, merge)
+    results = build(args.traces, merge, partial=args.partial, only=args.only)
     games = len(results[0].outcomes or {}) if results else 0
     plot = plot_frontier(results, args.out.with_suffix(".png"))
     paired = paired_table(results)
