@@ -21,11 +21,12 @@ Writes a Markdown table and a ROC plot next to ``--out``.
 from __future__ import annotations
 
 import argparse
-import gzip
 import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from real_router_table import RESULTS, read_episodes
 
 from precision_router.evaluation.calibration import recorded_state
 from precision_router.evaluation.plots import _pyplot, save_figure
@@ -36,15 +37,6 @@ from precision_router.traces.schema import Episode
 from precision_router.training.data import episode_states
 
 logger = logging.getLogger(__name__)
-RESULTS = Path(__file__).resolve().parent / "results" / "real"
-
-
-def read_episodes(path: Path) -> Iterator[Episode]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield Episode.model_validate_json(line)
 
 
 def argmax(values: Sequence[float]) -> int:
