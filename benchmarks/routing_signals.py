@@ -2,6 +2,7 @@
 
     python benchmarks/routing_signals.py                 # the oracle-disagree episodes of the real setting
     python benchmarks/routing_signals.py runs/kl.jsonl --policy ''   # any traces with both precisions' scores
+    python benchmarks/routing_signals.py --probe kl=runs/probe-kl.json   # also a probe trained elsewhere
 
 Reads episodes that recorded both precisions' scores at every step (``oracle-disagree`` in
 ``precision-router eval``, or ``collect-kl``) and asks, step by step, whether a router's score
@@ -11,7 +12,9 @@ ranks the steps where the precisions would act differently above the others:
   episodes, ``oracle`` (its own decision: the choices differ after the agent's penalties);
 - scores: the low model's top-2 margin and entropy (``UncertaintyRouter``), the probe
   (``ProbeRouter``, trained on the disagreement labels of the other half of the games: 2-fold
-  by game, so no step scores itself) and a coin (the random router's view: no information);
+  by game, so no step scores itself), probes trained on other games (``--probe NAME=PATH``, e.g.
+  ``train-probe`` on ``collect-kl`` traces of the train split) and a coin (the random router's
+  view: no information);
 - figures: ROC AUC, and the share of disagreement steps caught when the top 20 % of steps by
   score go high (the random router catches 20 %).
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,7 +35,7 @@ from real_router_table import RESULTS, read_episodes
 from precision_router.evaluation.calibration import recorded_state
 from precision_router.evaluation.plots import _pyplot, save_figure
 from precision_router.routing.base import RoutingState
-from precision_router.routing.probe import train_probe
+from precision_router.routing.probe import ProbeRouter, train_probe
 from precision_router.routing.threshold import UncertaintyRouter
 from precision_router.traces.schema import Episode
 from precision_router.training.data import episode_states
@@ -118,6 +122,9 @@ def main() -> None:
     parser.add_argument("--policy", default="oracle-disagree", help="only this policy's episodes ('' for all)")
     parser.add_argument("--share", type=float, default=0.2, help="share of steps sent high for the 'caught' column")
     parser.add_argument("--out", type=Path, default=RESULTS / "signals.md")
+    parser.add_argument(
+        "--probe", action="append", default=[], metavar="NAME=PATH", help="also score with this trained probe"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     episodes = [e for p in args.traces for e in read_episodes(p) if not args.policy or e.policy == args.policy]
@@ -130,12 +137,20 @@ def main() -> None:
         "low model's margin (UncertaintyRouter)": lambda _: [margin.score(r[1]) or 0.0 for r in rows],
         "low model's entropy (UncertaintyRouter)": lambda _: [entropy.score(r[1]) or 0.0 for r in rows],
         "probe, 2-fold by game (ProbeRouter)": lambda label: two_fold_probe(rows, label),
-        "coin (RandomRouter)": lambda _: [coin.random() for _ in rows],
     }
+    for spec in args.probe:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--probe takes NAME=PATH, got {spec!r}")
+        probe = ProbeRouter.load(path)
+        scorers[f"probe {name} ({Path(path).name})"] = lambda _, probe=probe: [probe.score(r[1]) for r in rows]
+    scorers["coin (RandomRouter)"] = lambda _: [coin.random() for _ in rows]
     label_names = ["raw", "oracle"] if all(r[3] is not None for r in rows) else ["raw"]
     games = len({r[0] for r in rows})
     lines = [
         f"# Routing signals against disagreement: {len(rows)} steps of {len(episodes)} episodes ({games} games)",
+        "",
+        "Recomputed by `python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) + "`.",
         "",
         *(f"- label `{n}`: {sum(r[2 + i] or 0 for r in rows)} positive steps" for i, n in enumerate(label_names)),
         "",

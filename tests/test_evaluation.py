@@ -40,6 +40,22 @@ def test_summarize_counts_success_share_and_tokens():
     assert m.token_high_share == pytest.approx((30 + 10 + 10) / (90 + 10 + 20))
 
 
+def test_seconds_per_episode_is_wall_clock_and_compared_with_high():
+    def timed(routes: str, seconds: float | None) -> Episode:
+        episode = _episode(routes, True)
+        episode.started_at = 1000.0
+        episode.ended_at = None if seconds is None else 1000.0 + seconds
+        return episode
+
+    high = summarize([timed("hh", 10.0), timed("hh", 30.0)])
+    routed = summarize([timed("hl", 4.0), timed("hl", 6.0), timed("hl", None)])  # unfinished: left out
+    assert high.seconds_per_episode == pytest.approx(20.0) and routed.seconds_per_episode == pytest.approx(5.0)
+    assert math.isnan(summarize([timed("l", None)]).seconds_per_episode)
+    table = report_table([PolicyResult("high", high), PolicyResult("low", routed)])
+    low_row = table.splitlines()[3].split(" | ")
+    assert low_row[-2:] == ["5.0", "0.25 |"]  # s/game and time vs high-only
+
+
 def test_gain_metrics_at_known_points():
     assert ghc(0.5, 0.2, 0.3) == pytest.approx(1.0)
     assert math.isnan(ghc(0.5, 0.2, 0.0))

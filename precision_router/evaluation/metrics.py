@@ -26,6 +26,9 @@ class RunMetrics:
         mean_steps: steps per episode.
         seconds_per_step: mean wall time of a step's model work (``latency_ms`` / 1000).
         escalated_share: share of steps escalated from low to high.
+        seconds_per_episode: mean wall-clock time of an episode (``ended_at - started_at``:
+            model work, the router and the environment), over the episodes that recorded an end
+            (``nan`` when none did).
     """
 
     episodes: int
@@ -36,6 +39,7 @@ class RunMetrics:
     mean_steps: float
     seconds_per_step: float
     escalated_share: float
+    seconds_per_episode: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for tables and JSON)."""
@@ -53,6 +57,7 @@ def summarize(episodes: Iterable[Episode]) -> RunMetrics:
     steps = [s for e in items for s in e.steps]
     n = len(items)
     success = sum(bool(e.success) for e in items) / n if n else float("nan")
+    walls = [e.ended_at - e.started_at for e in items if e.ended_at is not None]
     tokens = [((s.input_tokens or 0) + (s.output_tokens or 0), s.route) for s in steps]
     total_tokens = sum(t for t, _ in tokens)
     return RunMetrics(
@@ -64,6 +69,7 @@ def summarize(episodes: Iterable[Episode]) -> RunMetrics:
         mean_steps=len(steps) / n if n else float("nan"),
         seconds_per_step=sum(s.latency_ms for s in steps) / 1000 / len(steps) if steps else float("nan"),
         escalated_share=sum(s.escalated for s in steps) / len(steps) if steps else float("nan"),
+        seconds_per_episode=sum(walls) / len(walls) if walls else float("nan"),
     )
 
 

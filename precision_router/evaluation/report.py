@@ -61,7 +61,8 @@ def report_table(results: Sequence[PolicyResult], low: str = "low", high: str = 
     head = "| policy | S | ± SE | c (steps) | c (tokens) | GHC | ± SE | PGR | " + " | ".join(
         f"CPT({int(x * 100)}%)" for x in CPT_LEVELS
     )
-    lines = [head + " | steps/game |", "|" + " --- |" * (9 + len(CPT_LEVELS))]
+    t_high = by_name[high].seconds_per_episode if high in by_name else float("nan")
+    lines = [head + " | steps/game | s/game | time vs high |", "|" + " --- |" * (11 + len(CPT_LEVELS))]
     for result in results:
         m = result.metrics
         cells = [
@@ -75,6 +76,8 @@ def report_table(results: Sequence[PolicyResult], low: str = "low", high: str = 
             _fmt(pgr(m.success, s_low, s_high)),
             *(_fmt(cpt(x, m.high_share, m.success, s_low, s_high)) for x in CPT_LEVELS),
             f"{m.mean_steps:.1f}",
+            _fmt(m.seconds_per_episode, ".1f"),
+            _fmt(m.seconds_per_episode / t_high if t_high > 0 else float("nan"), ".2f"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -120,8 +123,8 @@ def paired_table(results: Sequence[PolicyResult], low: str = "low") -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def _fmt(value: float) -> str:
-    return "—" if value is None or math.isnan(value) else f"{value:.3f}"
+def _fmt(value: float, spec: str = ".3f") -> str:
+    return "—" if value is None or math.isnan(value) else format(value, spec)
 
 
 def plot_frontier(
