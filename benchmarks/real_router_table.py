@@ -100,13 +100,19 @@ def main() -> None:
     parser.add_argument(
         "--merge",
         nargs="*",
-        default=["probe-2fold=calibrated:probe:"],
+        default=[],
         help="NAME=PREFIX: policies whose name starts with PREFIX form one row NAME",
     )
     parser.add_argument(
         "--partial", action="store_true", help="keep policies that played fewer games: compare on the games all played"
     )
     parser.add_argument("--only", nargs="*", help="only the policies whose names start with these")
+    parser.add_argument(
+        "--versus",
+        nargs="*",
+        default=["high", "low"],
+        help="every policy is also compared with each of these (paired, on the same games)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     merge = dict(item.split("=", 1) for item in args.merge)
@@ -118,9 +124,8 @@ def main() -> None:
         f"# Routers on the real games: {games} valid_seen games played by every policy (seed 0)",
         report_table(results),
         *([PAIRED, paired] if paired else []),
-        "Against high-only and low-only:",
-        versus(results, "high"),
-        versus(results, "low"),
+        "Against " + ", ".join(args.versus) + ":",
+        *[table for table in (versus(results, name) for name in args.versus) if table],
         f"![success vs share]({plot.name})",
     ]
     text = "\n\n".join(sections)
