@@ -1,6 +1,6 @@
 """Rollout throughput: games per hour in-process and on 1 and 2 Ray workers, in the benchmark setting.
 
-    python benchmarks/rollout_throughput.py [--games 8] [--tiny]
+    python benchmarks/rollout_throughput.py [--games 16] [--tiny]
 
 The games are generated (the benchmark setting's difficulty, seed 7; no download needed). Each
 configuration plays the same games with random routing at 30 %; the time to start the workers
@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -23,7 +24,7 @@ sys.path.insert(0, str(HERE))
 from common import machine  # noqa: E402
 
 
-def run(games: int = 8, *, tiny: bool = False, workers: tuple[int, ...] = (1, 2)) -> list[dict[str, float | str]]:
+def run(games: int = 16, *, tiny: bool = False, workers: tuple[int, ...] = (1, 2)) -> list[dict[str, Any]]:
     """One row per configuration: name, workers, start seconds, play seconds, games per hour."""
     from precision_router_alfworld.env import AlfworldEnv
     from precision_router_alfworld.generate import generate_games
@@ -43,14 +44,16 @@ def run(games: int = 8, *, tiny: bool = False, workers: tuple[int, ...] = (1, 2)
     configs: list[tuple[str, int, bool]] = [("in-process", 1, False)]
     if ray_available():
         configs += [(f"{n} Ray worker{'s' if n > 1 else ''}", n, True) for n in workers]
-    rows: list[dict[str, float | str]] = []
+    rows: list[dict[str, Any]] = []
     for name, n, on_ray in configs:
         print(f"  {name} ...", flush=True)
         with RolloutEngine(options, workers=n, ray=on_ray, progress=False) as engine:
             start = time.perf_counter()
             engine.start()
             started = time.perf_counter()
-            result = engine.play(RandomRouter(0.3, seed=0), played, run=f"throughput-{name}", resume=False)
+            # one run name for every configuration: the seeded random routes are keyed by it and the
+            # game, so every configuration plays the same episodes and only the parallelism differs
+            result = engine.play(RandomRouter(0.3, seed=0), played, run="throughput", resume=False)
             seconds = time.perf_counter() - started
         rows.append(
             {
@@ -60,12 +63,15 @@ def run(games: int = 8, *, tiny: bool = False, workers: tuple[int, ...] = (1, 2)
                 "play_s": seconds,
                 "games_per_hour": len(result.episodes) / seconds * 3600,
                 "success": result.metrics.success,
+                "episodes": sorted(
+                    (str(e.info.get("game")), bool(e.success), tuple(s.route for s in e.steps)) for e in result.episodes
+                ),
             }
         )
     return rows
 
 
-def table(rows: list[dict[str, float | str]]) -> str:
+def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per configuration, then the 2-worker / 1-worker ratio."""
     lines = [
         "| configuration | start (s) | playing (s) | games / hour | success |",
@@ -76,6 +82,11 @@ def table(rows: list[dict[str, float | str]]) -> str:
             f"| {r['config']} | {float(r['start_s']):.1f} | {float(r['play_s']):.1f} | "
             f"{float(r['games_per_hour']):.0f} | {float(r['success']):.3f} |"
         )
+    same = all(r["episodes"] == rows[0]["episodes"] for r in rows)
+    lines += [
+        "",
+        f"Same episodes (game, outcome, route of every step) in every configuration: {'yes' if same else 'NO'}.",
+    ]
     rate = {str(r["config"]): float(r["games_per_hour"]) for r in rows}
     if "1 Ray worker" in rate and "2 Ray workers" in rate:
         lines.append("")
@@ -90,7 +101,7 @@ def table(rows: list[dict[str, float | str]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--games", type=int, default=8, help="generated games each configuration plays")
+    parser.add_argument("--games", type=int, default=16, help="generated games each configuration plays")
     parser.add_argument("--tiny", action="store_true", help="tiny random models (smoke test)")
     args = parser.parse_args(argv)
     print(f"Machine: {machine()}")

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-eval", action="store_true", help="only the speed benchmarks")
     parser.add_argument("--trace-mb", type=float, default=500, help="size of the trace-reading benchmark's file")
-    parser.add_argument("--rollout-games", type=int, default=8, help="games per configuration of the throughput run")
+    parser.add_argument("--rollout-games", type=int, default=16, help="games per configuration of the throughput run")
     args = parser.parse_args(argv)
     sections = [f"# Benchmarks, {dt.datetime.now():%Y-%m-%d %H:%M}", "", f"Machine: {machine()}", ""]
     print("scoring speed ...", flush=True)

@@ -7,6 +7,7 @@ the real SmolLM2 file are marked slow.
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 
 from precision_router.errors import TokenizerMismatchError
 from precision_router.models.gguf_export import write_llama_gguf
-from precision_router.models.llamacpp import GGUFTokenizer, LlamaCppChatModel, load_runtime
+from precision_router.models.llamacpp import GGUFTokenizer, LlamaCppChatModel, default_threads, load_runtime
 from precision_router.models.llamacpp_scoring import LlamaCppScorer, scorer_for
 from precision_router.testing import tiny_causal_lm, tiny_tokenizer
 
@@ -260,3 +261,15 @@ def test_gguf_rungs_are_checked_before_anything_loads(tmp_path):
         check_precision(str(tmp_path / "missing.gguf"), "--low", backend="llama.cpp")
     with pytest.raises(InvalidArgumentError):  # a GGUF rung is no torch precision
         check_precision("q4_k_m", "--low")
+
+
+def test_default_threads_follow_omp_num_threads(monkeypatch):
+    # Ray sets OMP_NUM_THREADS to each worker's CPUs: two workers on two cores must not run 2x2 threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert default_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert default_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert default_threads() == len(os.sched_getaffinity(0))

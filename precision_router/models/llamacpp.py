@@ -47,6 +47,21 @@ def _llama_cpp() -> Any:
 _LOG_CALLBACK: Any = None
 
 
+def default_threads() -> int:
+    """Threads for llama.cpp when none are given.
+
+    ``$OMP_NUM_THREADS`` when set (Ray sets it to each worker's CPUs, so workers do not
+    oversubscribe the machine), else the cores this process may use.
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _quiet_logs(lib: Any) -> None:
     """Send llama.cpp's own log lines (model loading, quantization) nowhere, once per process."""
     global _LOG_CALLBACK
@@ -66,7 +81,7 @@ class LlamaCppRuntime:
     Args:
         path: the ``.gguf`` file.
         n_ctx: context length in tokens (the prompt plus the continuations scored at once).
-        n_threads: CPU threads (default: every core).
+        n_threads: CPU threads (default: :func:`default_threads`, ``$OMP_NUM_THREADS`` or the usable cores).
         n_batch: most tokens evaluated per llama.cpp call.
         n_seq: most sequences (continuations scored in one call, plus the prompt's).
         repack: let llama.cpp repack quantized weights for this CPU (its "extra buffer types":
@@ -93,7 +108,7 @@ class LlamaCppRuntime:
         if not self.path.is_file():
             msg = f"no GGUF file at {self.path}"
             raise FileNotFoundError(msg)
-        threads = n_threads or os.cpu_count() or 1
+        threads = n_threads or default_threads()
         _quiet_logs(lib)
         lib.llama_backend_init()
         model_params = lib.llama_model_default_params()

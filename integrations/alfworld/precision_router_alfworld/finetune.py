@@ -419,7 +419,7 @@ def finetune(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            train_loss = float(loss) / max(n, 1)
+            train_loss = loss.item() / max(n, 1)
             history.append({"step": step, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0]})
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", best_val=f"{best:.3f}")
