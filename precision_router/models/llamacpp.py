@@ -27,6 +27,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -339,6 +340,13 @@ class GGUFTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids`` without special tokens."""
         return self.runtime.decode(ids)
+
+    def __call__(self, text: str, *, add_special_tokens: bool = False, **kwargs: Any) -> Any:
+        """``tokenizer(text).input_ids``, as a transformers tokenizer answers (no BOS is ever added)."""
+        if not isinstance(text, str):
+            msg = f"GGUFTokenizer takes one text, got {type(text).__name__}"
+            raise TypeError(msg)
+        return SimpleNamespace(input_ids=self.encode(text))
 
     def apply_chat_template(
         self,

@@ -240,3 +240,29 @@ def test_a_three_rung_ladder_from_options_and_through_eval(games, tmp_path):
     assert {s.rung for s in steps} <= set(rungs) and {s.cost for s in steps} <= {1.0, 0.5, 0.3}
     assert len({s.rung for s in steps}) >= 2
     assert "| low | 0.000 | 0.000 | 0.300 |" in report  # c is cost-weighted: the bottom rung costs 0.3
+
+
+def test_score_mode_on_a_llamacpp_pair(games, tmp_path):
+    # the agent on llama.cpp rungs (tiny GGUF files): scoring, the token count of each step, KL
+    pytest.importorskip("llama_cpp")
+    from precision_router.models.gguf_export import write_llama_gguf
+    from precision_router.models.llamacpp import LlamaCppChatModel
+    from precision_router.testing import tiny_causal_lm, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    path = write_llama_gguf(tiny_causal_lm(tokenizer), tokenizer, tmp_path / "tiny.gguf", name="tiny")
+    pair = tuple(
+        LlamaCppChatModel.from_gguf(path, n_ctx=2048, n_threads=1, max_tokens=8, model_name=f"tiny@{name}")
+        for name in ("high", "low")
+    )
+    store = JsonlTraceStore(tmp_path / "t.jsonl")
+    agent = _agent(pair, RandomRouter(0.5, seed=1), store, mode="score", max_steps=3, score_both=True)
+    episode = agent.run_episode(AlfworldEnv(games[0], max_steps=3), conversation_id="gguf", game=games[0])
+    assert len(episode.steps) == 3
+    for step in episode.steps:
+        assert step.action in step.candidates
+        prompt_tokens = step.input_tokens
+        assert prompt_tokens > 0
+        assert len(step.logprobs["high"]) == len(step.candidates) == len(step.logprobs["low"])
+        assert step.kl is not None and step.kl >= 0
+    assert episode.steps[-1].input_tokens > episode.steps[0].input_tokens  # the prompt grows
