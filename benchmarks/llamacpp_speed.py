@@ -1,6 +1,6 @@
 """Per-step time of each GGUF rung on llama.cpp in score mode (SmolLM2-135M), and the ratio to the high rung.
 
-    python benchmarks/llamacpp_speed.py [--rungs q8_0 q4_k_m q3_k_m] [--steps 6] [--threads N]
+    python benchmarks/llamacpp_speed.py [--rungs q8_0 q4_k_m q3_k_m] [--steps 6] [--threads N] [--model PRESET]
 
 A step is what the ALFWorld agent does in score mode: the episode's prompt so far (~600 tokens
 at the start, one turn longer each step) and 30 admissible commands scored after it. "cold" is
@@ -14,7 +14,6 @@ memory-bound regime where a smaller file should pay most).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
@@ -22,9 +21,10 @@ from common import ACTIONS, CANDIDATES, ROOM
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from precision_router.models.gguf_rungs import gguf_rung, gguf_source
-from precision_router.models.llamacpp import LlamaCppChatModel
+from precision_router.models.llamacpp import LlamaCppChatModel, default_threads
 
 RUNGS = ("q8_0", "q4_k_m", "q3_k_m")
+MODEL = "smollm2-135m-instruct"
 GENERATED = 24
 
 
@@ -46,8 +46,10 @@ def prompts(chat: LlamaCppChatModel, steps: int) -> list[str]:
     return out
 
 
-def run(rungs: tuple[str, ...] = RUNGS, steps: int = 6, threads: int | None = None) -> dict[str, dict[str, float]]:
-    source, _, key = gguf_source("smollm2-135m-instruct")
+def run(
+    rungs: tuple[str, ...] = RUNGS, steps: int = 6, threads: int | None = None, model: str = MODEL
+) -> dict[str, dict[str, float]]:
+    source, _, key = gguf_source(model)
     results: dict[str, dict[str, float]] = {}
     texts: list[str] = []
     for rung in rungs:
@@ -92,12 +94,12 @@ def run(rungs: tuple[str, ...] = RUNGS, steps: int = 6, threads: int | None = No
     return results
 
 
-def table(results: dict[str, dict[str, float]], threads: int | None = None) -> str:
+def table(results: dict[str, dict[str, float]], threads: int | None = None, model: str = MODEL) -> str:
     first = next(iter(results))
     prompt_tokens = int(results[first]["prompt_tokens"])
     lines = [
         f"Score mode on llama.cpp: {len(CANDIDATES)} candidates after a {prompt_tokens}-token prompt "
-        f"(SmolLM2-135M rungs requantized from the shipped Q4_1 file; {threads or os.cpu_count()} threads); "
+        f"({model} rungs requantized from its shipped GGUF file; {threads or default_threads()} threads); "
         f"ratio = time of the rung / time of {first}",
         "",
         "| rung | file MB | cold step ms | warm step ms | cold ratio | warm ratio | generate ms/token | token ratio |",
@@ -116,8 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rungs", nargs="+", default=list(RUNGS), help="the first is the high rung")
     parser.add_argument("--steps", type=int, default=6, help="warm steps timed per rung")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: every core)")
+    parser.add_argument("--model", default=MODEL, help="a preset with a GGUF file, or a .gguf path")
     args = parser.parse_args(argv)
-    print(table(run(tuple(args.rungs), args.steps, args.threads), args.threads))
+    print(table(run(tuple(args.rungs), args.steps, args.threads, args.model), args.threads, args.model))
 
 
 if __name__ == "__main__":
