@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rungs", nargs="+", default=list(RUNGS), help="the first is the high rung")
     parser.add_argument("--steps", type=int, default=6, help="warm steps timed per rung")
-    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: every core)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="llama.cpp threads (default: $OMP_NUM_THREADS, else the usable cores)"
+    )
     parser.add_argument("--model", default=MODEL, help="a preset with a GGUF file, or a .gguf path")
     args = parser.parse_args(argv)
     print(table(run(tuple(args.rungs), args.steps, args.threads, args.model), args.threads, args.model))

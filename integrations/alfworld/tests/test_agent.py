@@ -261,8 +261,7 @@ def test_score_mode_on_a_llamacpp_pair(games, tmp_path):
     assert len(episode.steps) == 3
     for step in episode.steps:
         assert step.action in step.candidates
-        prompt_tokens = step.input_tokens
-        assert prompt_tokens > 0
+        assert step.input_tokens > 0
         assert len(step.logprobs["high"]) == len(step.candidates) == len(step.logprobs["low"])
         assert step.kl is not None and step.kl >= 0
     assert episode.steps[-1].input_tokens > episode.steps[0].input_tokens  # the prompt grows
