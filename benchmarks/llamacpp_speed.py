@@ -47,14 +47,18 @@ def prompts(chat: LlamaCppChatModel, steps: int) -> list[str]:
 
 
 def run(
-    rungs: tuple[str, ...] = RUNGS, steps: int = 6, threads: int | None = None, model: str = MODEL
+    rungs: tuple[str, ...] = RUNGS,
+    steps: int = 6,
+    threads: int | None = None,
+    model: str = MODEL,
+    flash_attention: bool | None = False,
 ) -> dict[str, dict[str, float]]:
     source, _, key = gguf_source(model)
     results: dict[str, dict[str, float]] = {}
     texts: list[str] = []
     for rung in rungs:
         path = gguf_rung(source, rung, key)
-        chat = LlamaCppChatModel.from_gguf(path, n_ctx=4096, n_threads=threads)
+        chat = LlamaCppChatModel.from_gguf(path, n_ctx=4096, n_threads=threads, flash_attention=flash_attention)
         texts = texts or prompts(chat, steps + 1)
         scorer = chat.action_scorer()
         scorer.score(texts[0], CANDIDATES)  # warm-up (page the weights in)
@@ -94,13 +98,22 @@ def run(
     return results
 
 
-def table(results: dict[str, dict[str, float]], threads: int | None = None, model: str = MODEL) -> str:
+FLASH = {"off": False, "on": True, "auto": None}
+
+
+def table(
+    results: dict[str, dict[str, float]],
+    threads: int | None = None,
+    model: str = MODEL,
+    flash_attention: bool | None = False,
+) -> str:
     first = next(iter(results))
     prompt_tokens = int(results[first]["prompt_tokens"])
+    flash = {None: "llama.cpp's choice", True: "on", False: "off"}[flash_attention]
     lines = [
         f"Score mode on llama.cpp: {len(CANDIDATES)} candidates after a {prompt_tokens}-token prompt "
-        f"({model} rungs requantized from its shipped GGUF file; {threads or default_threads()} threads); "
-        f"ratio = time of the rung / time of {first}",
+        f"({model} rungs requantized from its shipped GGUF file; {threads or default_threads()} threads; "
+        f"flash attention {flash}); ratio = time of the rung / time of {first}",
         "",
         "| rung | file MB | cold step ms | warm step ms | cold ratio | warm ratio | generate ms/token | token ratio |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -121,8 +134,16 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=None, help="llama.cpp threads (default: $OMP_NUM_THREADS, else the usable cores)"
     )
     parser.add_argument("--model", default=MODEL, help="a preset with a GGUF file, or a .gguf path")
+    parser.add_argument(
+        "--flash-attention",
+        choices=list(FLASH),
+        default="off",
+        help="llama.cpp's fused attention kernel (off: the library's default; auto: llama.cpp's choice, on for CPUs)",
+    )
     args = parser.parse_args(argv)
-    print(table(run(tuple(args.rungs), args.steps, args.threads, args.model), args.threads, args.model))
+    flash = FLASH[args.flash_attention]
+    results = run(tuple(args.rungs), args.steps, args.threads, args.model, flash)
+    print(table(results, args.threads, args.model, flash))
 
 
 if __name__ == "__main__":

@@ -157,6 +157,14 @@ def test_scores_equal_torch_on_the_same_weights():
     assert mean.tolist() == pytest.approx([v / n for v, n in zip(got.tolist(), lengths, strict=True)])
 
 
+@pytest.mark.parametrize("flash_attention", [True, None])
+def test_flash_attention_setting_scores_as_the_default(flash_attention):
+    default = LlamaCppScorer(load_runtime(_tiny()[0], n_ctx=1024, n_threads=1)).score(PROMPT, CANDIDATES)
+    runtime = load_runtime(_tiny()[0], n_ctx=1024, n_threads=1, flash_attention=flash_attention)
+    other = LlamaCppScorer(runtime).score(PROMPT, CANDIDATES)
+    assert other.tolist() == pytest.approx(default.tolist(), rel=1e-3)  # float16 attention either way
+
+
 def test_scoring_reuses_the_prompt_prefix():
     runtime = load_runtime(_tiny()[0], n_ctx=1024, n_threads=1)
     scorer = LlamaCppScorer(runtime)

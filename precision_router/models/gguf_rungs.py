@@ -127,6 +127,7 @@ def load_gguf_pair(
     *,
     n_ctx: int = 4096,
     n_threads: int | None = None,
+    flash_attention: bool | None = False,
     **chat_kwargs: Any,
 ) -> tuple[Any, Any]:
     """``(high, low)`` :class:`~precision_router.models.llamacpp.LlamaCppChatModel` s: two rungs of ``source``.
@@ -137,6 +138,8 @@ def load_gguf_pair(
         low: a rung name (default ``q4_k_m``) or a ``.gguf`` file.
         n_ctx: context length of both models.
         n_threads: CPU threads (default: every core).
+        flash_attention: llama.cpp's fused attention kernel (off by default; ``None``: llama.cpp's
+            choice, on for CPUs; see :class:`~precision_router.models.llamacpp.LlamaCppRuntime`).
         chat_kwargs: passed to both chat models (``max_tokens``, ``temperature`` ...).
 
     Raises:
@@ -158,7 +161,10 @@ def load_gguf_pair(
         else:
             base = base or gguf_source(source)
             files[side] = (gguf_rung(base[0], value, base[2]), f"{base[1]}@{value.strip().lower()}")
-    runtimes = {side: load_runtime(path, n_ctx=n_ctx, n_threads=n_threads) for side, (path, _) in files.items()}
+    runtimes = {
+        side: load_runtime(path, n_ctx=n_ctx, n_threads=n_threads, flash_attention=flash_attention)
+        for side, (path, _) in files.items()
+    }
     tokenizers = {side: GGUFTokenizer(runtime) for side, runtime in runtimes.items()}
     check_same_tokenizer(tokenizers["high"], tokenizers["low"])
     chats = [
@@ -169,6 +175,7 @@ def load_gguf_pair(
             model_path=str(files[side][0]),
             n_ctx=n_ctx,
             n_threads=n_threads,
+            flash_attention=flash_attention,
             **chat_kwargs,
         )
         for side in ("high", "low")

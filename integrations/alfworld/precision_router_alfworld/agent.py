@@ -37,7 +37,7 @@ from precision_router.chat_model import RoutedChatModel
 from precision_router.models.llamacpp_scoring import scorer_for
 from precision_router.models.local import LocalChatModel
 from precision_router.models.scoring import ActionScorer, action_log_probs, kl_divergence
-from precision_router.routing.base import scores_needed
+from precision_router.routing.base import RouteDecision, scores_needed
 from precision_router.step import RoutedStep
 from precision_router.traces.schema import Episode
 from precision_router_alfworld.prompts import Example, build_messages
@@ -83,6 +83,7 @@ class EpisodeState(TypedDict, total=False):
     action: str
     scored: dict[str, list[float]]
     pending: dict[str, Any]
+    replay: list[tuple[str, str]]
     won: bool
     done: bool
 
@@ -162,8 +163,13 @@ class AlfworldAgent:
         history = [(a, o) for a, o in state.get("turns", [])]
         extras: dict[str, Any] = {}
         scored: dict[str, list[float]] = {}
+        replayed = _replayed(state)
         wanted = ("low", "high") if "high" in self.needs_scores else self.needs_scores
-        if wanted:
+        if replayed is not None:
+            # a replayed step: its route and command are given, nothing is scored or asked
+            top = replayed[1] in ("high", self.ladder.names[0])
+            decision = RouteDecision(replayed[1], 1.0 if top else 0.0)
+        elif wanted:
             # the router reads the models' own scores of the candidates before deciding
             candidates = self._candidates(state)
             prompt = self._local("low").render(self._messages(state, runtime))
@@ -176,7 +182,8 @@ class AlfworldAgent:
             if len(wanted) == 2:
                 low, high = (torch.tensor(scored[self._rung(r)], dtype=torch.float64) for r in ("low", "high"))
                 extras["kl"] = kl_divergence(action_log_probs(low), action_log_probs(high))
-        decision = self.tracker.decide(state["conversation_id"], state["task"], history, extras)
+        if replayed is None:
+            decision = self.tracker.decide(state["conversation_id"], state["task"], history, extras)
         admissible = self._candidates(state)
 
         def admissible_command(reply: AIMessage) -> str | None:
@@ -213,7 +220,10 @@ class AlfworldAgent:
     def _act(self, state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
         started = time.perf_counter()
         messages = self._messages(state, runtime)
-        if self.config.mode == "score":
+        replayed = _replayed(state)
+        if replayed is not None:
+            action, pending = self._replay(state, messages, replayed[0])
+        elif self.config.mode == "score":
             action, pending = self._act_by_score(state, messages)
         else:
             action, pending = self._act_by_generation(state, messages)
@@ -222,6 +232,15 @@ class AlfworldAgent:
 
     def _candidates(self, state: EpisodeState) -> list[str]:
         return [c for c in state["admissible"] if not excluded(c, self.config.exclude)]
+
+    def _replay(self, state: EpisodeState, messages: list[Any], command: str) -> tuple[str, dict[str, Any]]:
+        candidates = self._candidates(state)
+        if not (command.lower().startswith("think:") or command in state["admissible"]):
+            msg = f"replayed command {command!r} is not admissible at step {len(state.get('turns', []))}"
+            raise ValueError(msg)
+        chat = self._local(state["route"])
+        tokens = len(chat.tokenizer(chat.render(messages), add_special_tokens=False).input_ids)
+        return command, {"candidates": candidates, "input_tokens": tokens, "info": {"replayed": True}}
 
     def _act_by_score(self, state: EpisodeState, messages: list[Any]) -> tuple[str, dict[str, Any]]:
         route = state["route"]
@@ -328,9 +347,20 @@ class AlfworldAgent:
 
     # -- episodes ------------------------------------------------------------------------------
     def run_episode(
-        self, env: Any, *, conversation_id: str, game: Any = None, info: dict[str, Any] | None = None
+        self,
+        env: Any,
+        *,
+        conversation_id: str,
+        game: Any = None,
+        info: dict[str, Any] | None = None,
+        replay: Sequence[tuple[str, str]] = (),
     ) -> Episode:
-        """Play one episode of ``env``'s game (or of ``game`` on the same env) and return it (also stored)."""
+        """Play one episode of ``env``'s game (or of ``game`` on the same env) and return it (also stored).
+
+        ``replay``: ``(command, route)`` pairs played as the first steps without asking the router
+        or scoring anything (a recorded prefix, replayed exactly in a deterministic game; the
+        steps are recorded with ``info["replayed"]``); the agent takes over after them.
+        """
         opening, env_info = env.reset(game) if game is not None else env.reset()
         task = env_info.get("task", "")
         state: EpisodeState = {
@@ -342,6 +372,7 @@ class AlfworldAgent:
             "admissible": list(env_info["admissible_commands"]),
             "won": False,
             "done": False,
+            "replay": [(str(command), str(route)) for command, route in replay],
         }
         context = EpisodeContext(env=env, examples=tuple(self.examples(env_info.get("task_type", ""))))
         limit = 3 * self.config.max_steps + 10
@@ -361,6 +392,13 @@ class AlfworldAgent:
             msg = "the episode recorded no steps"
             raise RuntimeError(msg)
         return episode
+
+
+def _replayed(state: EpisodeState) -> tuple[str, str] | None:
+    """The ``(command, route)`` this step replays, or ``None`` when the agent plays it."""
+    replay = state.get("replay") or []
+    index = len(state.get("turns", []))
+    return replay[index] if index < len(replay) else None
 
 
 def _command(reply: AIMessage) -> str:

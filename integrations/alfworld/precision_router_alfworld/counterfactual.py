@@ -43,14 +43,26 @@ def label_game(spec: CounterfactualGame, worker: Any, game: GameInfo) -> Labelle
 
     Handed to :meth:`RolloutEngine.map` as ``functools.partial(label_game, spec)``.
     """
-    from precision_router.training.counterfactual import counterfactual_labels
+    from precision_router.training.counterfactual import BranchRouter, counterfactual_labels
     from precision_router_alfworld.factory import build_agent
 
     env = worker.environment(game)
+    played: dict[str, Episode] = {}
 
     def play(router: Any) -> Episode:
-        agent = build_agent(worker.options, router, None, pair=worker.models, score_both=True)
-        return agent.run_episode(env, conversation_id=f"cf|{game.name}", game=game)
+        if router is spec.base and "base" in played:
+            return played["base"]  # the base episode is deterministic: played once
+        replay: list[tuple[str, str]] = []
+        if isinstance(router, BranchRouter) and "base" in played:
+            # the prefix before the branch is the base episode's: replayed, not re-scored
+            replay = [(s.action or "", s.route) for s in played["base"].steps[: router.start]]
+        # the base episode scores both precisions (router inputs and KL for training); branches need
+        # only their outcome
+        agent = build_agent(worker.options, router, None, pair=worker.models, score_both=router is spec.base)
+        episode = agent.run_episode(env, conversation_id=f"cf|{game.name}", game=game, replay=replay)
+        if router is spec.base:
+            played["base"] = episode
+        return episode
 
     branches: list[Episode] = []
 

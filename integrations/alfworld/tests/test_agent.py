@@ -79,6 +79,19 @@ def test_repeat_penalty_breaks_loops(games, pair):
     assert len({s.action for s in varied.steps}) > 2
 
 
+def test_replayed_prefix_continues_as_the_agent_would(games, pair):
+    router = RandomRouter(0.5, seed=3)  # draws by conversation and step: the same in every episode
+    agent = _agent(pair, router, None, mode="score", max_steps=6, repeat_penalty=2.0)
+    base = agent.run_episode(AlfworldEnv(games[1], max_steps=6), conversation_id="r")
+    prefix = [(s.action, s.route) for s in base.steps[:3]]
+    again = agent.run_episode(AlfworldEnv(games[1], max_steps=6), conversation_id="r", replay=prefix)
+    assert [(s.action, s.route) for s in again.steps] == [(s.action, s.route) for s in base.steps]
+    assert [bool(s.info.get("replayed")) for s in again.steps] == [i < 3 for i in range(len(base.steps))]
+    assert not again.steps[0].logprobs and again.steps[3].logprobs  # replayed steps score nothing
+    with pytest.raises(ValueError, match="not admissible"):
+        agent.run_episode(AlfworldEnv(games[1], max_steps=6), conversation_id="x", replay=[("fly away", "low")])
+
+
 def test_runner_resumes_and_measures(games, pair, tmp_path):
     store = JsonlTraceStore(tmp_path / "run.jsonl")
     agent = _agent(pair, RandomRouter(0.3, seed=0), store, max_steps=3)
