@@ -53,6 +53,23 @@ def test_router_specs(tmp_path):
     assert isinstance(router_from_spec("random:0"), RandomRouter)
 
 
+def test_budget_specs_cap_any_policy():
+    from precision_router.routing import RoutingState
+    from precision_router.routing.budget import BudgetRouter
+    from precision_router.routing.spec import parse_policy_spec
+
+    router = router_from_spec("budget:2:high")
+    assert isinstance(router, BudgetRouter) and router.max_high == 2
+    routes = [router.decide(RoutingState("t", (), "c", {}, step=i)).route for i in range(4)]
+    assert routes == ["high", "high", "low", "low"]  # the first two steps high, then low
+    capped = router_from_spec("budget:1:random:0.5", seed=4)
+    assert capped.router.p_high == 0.5 and capped.max_high == 1
+    assert parse_policy_spec("budget:3:margin@-0.5").inner.kind == "margin"
+    for bad in ("budget:2", "budget:x:high", "budget:-1:high", "budget:2:sometimes"):
+        with pytest.raises(ValueError, match="policy"):
+            router_from_spec(bad)
+
+
 def test_calibrating_a_policy_on_recorded_low_distributions():
     from precision_router.evaluation.calibration import calibrate_policy, calibrated
     from precision_router.traces import Episode, Step

@@ -18,7 +18,8 @@ __all__ = ["SCORING_KINDS", "PolicySpec", "parse_policy_spec", "router_from_spec
 _HELP = (
     "use 'high', 'low', 'random:<p_high>', 'learned:<checkpoint.pt>', 'learned:<checkpoint.pt>@<threshold>', "
     "'entropy@<threshold>', 'margin@<threshold>', 'probe:<probe.json>[@<threshold>]', "
-    "'oracle-disagree', 'oracle-kl@<threshold>' or 'random-ladder:<rung>=<share>,...'"
+    "'oracle-disagree', 'oracle-kl@<threshold>', 'random-ladder:<rung>=<share>,...' or "
+    "'budget:<max_high>:<policy>'"
 )
 
 SCORING_KINDS = ("learned", "probe", "entropy", "margin", "oracle-kl")
@@ -31,16 +32,19 @@ class PolicySpec:
 
     Attributes:
         kind: ``high``, ``low``, ``random``, ``learned``, ``probe``, ``entropy``, ``margin``,
-            ``oracle-disagree`` or ``oracle-kl``.
-        value: ``p_high`` of ``random``, or the threshold (``None`` when not given).
+            ``oracle-disagree``, ``oracle-kl``, ``random-ladder`` or ``budget``.
+        value: ``p_high`` of ``random``, the threshold (``None`` when not given), or the
+            ``max_high`` of ``budget``.
         path: the checkpoint / probe file of ``learned`` and ``probe``.
         shares: ``(rung, share)`` pairs of ``random-ladder``.
+        inner: the policy a ``budget`` caps (itself parsed).
     """
 
     kind: str
     value: float | None = None
     path: str | None = None
     shares: tuple[tuple[str, float], ...] | None = None
+    inner: PolicySpec | None = None
 
 
 def _number(text: str, spec: str, what: str, *, unit: bool = False) -> float:
@@ -82,6 +86,23 @@ def _shares(arg: str, spec: str) -> tuple[tuple[str, float], ...]:
     return tuple(pairs)
 
 
+def _budget(arg: str, spec: str) -> PolicySpec:
+    """``<max_high>:<policy>`` of a ``budget`` spec."""
+    count, sep, inner = arg.partition(":")
+    if not sep or not inner.strip():
+        msg = f"bad policy {spec!r}: a budget is 'budget:<max_high>:<policy>'; {_HELP}"
+        raise PolicySpecError(msg)
+    if not count.strip().isdigit():
+        msg = f"bad policy {spec!r}: max_high {count!r} is not a non-negative integer"
+        raise PolicySpecError(msg)
+    return PolicySpec("budget", float(int(count)), inner=parse_policy_spec(inner))
+
+
+def _inner_text(spec: str) -> str:
+    """The capped policy's text of a ``budget:<max_high>:<policy>`` spec."""
+    return spec.strip().split(":", 2)[2]
+
+
 def parse_policy_spec(spec: str) -> PolicySpec:
     """Parse ``spec`` without loading anything.
 
@@ -100,6 +121,8 @@ def parse_policy_spec(spec: str) -> PolicySpec:
             return PolicySpec(kind, _number(text.split("@", 1)[1], spec, "threshold"))
     kind, _, arg = text.partition(":")
     kind = kind.lower()
+    if kind == "budget":
+        return _budget(arg, spec)
     if kind == "random" and arg:
         return PolicySpec("random", _number(arg, spec, "p_high", unit=True))
     if kind == "random-ladder" and arg:
@@ -121,7 +144,10 @@ def router_from_spec(spec: str, *, seed: int = 0) -> Router:
     :class:`~precision_router.routing.threshold.UncertaintyRouter`; ``oracle-disagree`` /
     ``oracle-kl@0.8``: the diagnostic oracles of :mod:`precision_router.routing.oracle`;
     ``random-ladder:fp32=0.2,gptq-4bit=0.3,gptq-3bit=0.5``: a
-    :class:`~precision_router.routing.ladder.RandomLadderRouter` (seeded with ``seed``).
+    :class:`~precision_router.routing.ladder.RandomLadderRouter` (seeded with ``seed``);
+    ``budget:8:<policy>``: ``<policy>`` capped at 8 high steps per conversation
+    (:class:`~precision_router.routing.budget.BudgetRouter`; ``budget:8:high`` plays the first 8
+    steps high, then low).
 
     Raises:
         PolicySpecError: the spec does not parse (see :func:`parse_policy_spec`).
@@ -134,6 +160,10 @@ def router_from_spec(spec: str, *, seed: int = 0) -> Router:
         return AlwaysLow()
     if kind == "random":
         return RandomRouter(value, seed=seed)  # type: ignore[arg-type]
+    if kind == "budget":
+        from precision_router.routing.budget import BudgetRouter
+
+        return BudgetRouter(router_from_spec(_inner_text(spec), seed=seed), int(value))  # type: ignore[arg-type]
     if kind == "oracle-disagree":
         from precision_router.routing.oracle import OracleDisagree
 

@@ -177,3 +177,9 @@ def test_cli_collect_counterfactual_with_two_workers_matches_one(games, local_ra
     assert recorded["1"] == recorded["2"]
     assert sum(r[0].endswith("|branch") for r in recorded["2"]) >= 1
     assert sum(not r[0].endswith("|branch") for r in recorded["2"]) == 3  # one labelled base episode per game
+    for episode in JsonlTraceStore(tmp_path / "w2.jsonl"):
+        if episode.info["run"].endswith("|branch"):  # the prefix before the branch is replayed, not re-scored
+            start = int(episode.policy.split("+high@")[1].split("x")[0])
+            assert [bool(s.info.get("replayed")) for s in episode.steps] == [
+                i < start for i in range(len(episode.steps))
+            ]
