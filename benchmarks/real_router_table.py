@@ -108,6 +108,11 @@ def main() -> None:
     )
     parser.add_argument("--only", nargs="*", help="only the policies whose names start with these")
     parser.add_argument(
+        "--games-label",
+        default="valid_seen games",
+        help="what the games are, for the title (e.g. 'held-out train games (train[96:144], seed-0 order)')",
+    )
+    parser.add_argument(
         "--versus",
         nargs="*",
         default=["high", "low"],
@@ -121,7 +126,7 @@ def main() -> None:
     plot = plot_frontier(results, args.out.with_suffix(".png"))
     paired = paired_table(results)
     sections = [
-        f"# Routers on the real games: {games} valid_seen games played by every policy (seed 0)",
+        f"# Routers on the real games: {games} {args.games_label} played by every policy (seed 0)",
         report_table(results),
         *([PAIRED, paired] if paired else []),
         "Against " + ", ".join(args.versus) + ":",

@@ -5,8 +5,9 @@
 A LearnedRouter (all-MiniLM-L6-v2 + 2-layer RouterNet) decides every step of simulated 30-step
 conversations (each decision embeds the one new step; earlier ones come from the cache); so do
 the routers that read the low model's own scores of the candidates (``margin@``: an
-UncertaintyRouter; ``probe:``: a ProbeRouter over the low model's signals and loop features) and
-a LearnedRouter under a per-conversation budget (BudgetRouter). A
+UncertaintyRouter; ``probe:``: a ProbeRouter over the low model's signals and loop features;
+``aggregate:``: the TRIM-Agg-style AggregateRouter, which also summarises the conversation's past
+steps) and a LearnedRouter under a per-conversation budget (BudgetRouter). A
 low-precision step is SmolLM2-135M (GPTQ 3-bit, dequantized) scoring 30 commands with the prefix
 cache, as in the ALFWorld agent. The encoder runs with its default ``dtype="auto"`` (bfloat16 on
 CPUs with native bf16, else float32); the float32 decision time is printed for reference.
@@ -23,6 +24,7 @@ from common import ACTIONS, CANDIDATES, ROOM, machine, percentile, timed
 
 from precision_router import LearnedRouter, RouterConfig, RouterNet, RoutingState, StepEncoder, load_precision_pair
 from precision_router.models.scoring import ActionScorer
+from precision_router.routing.aggregate import AggregateNet, AggregateRouter
 from precision_router.routing.budget import BudgetRouter
 from precision_router.routing.encoder import resolve_dtype
 from precision_router.routing.probe import FEATURES, ProbeRouter
@@ -64,6 +66,7 @@ def other_routers() -> dict[str, Callable[[RoutingState], object]]:
     return {
         "margin@-1 (UncertaintyRouter)": UncertaintyRouter(-1.0, "margin").decide,
         "probe (ProbeRouter)": probe.decide,
+        "aggregate (AggregateRouter, TRIM-Agg style)": AggregateRouter(AggregateNet()).decide,
         "learned, budget 10 (BudgetRouter)": BudgetRouter(learned_router("auto"), 10).decide,
     }
 

@@ -35,6 +35,7 @@ __all__ = [
 _HINTS = {
     "learned": "train one with precision-router train-klst",
     "probe": "train one with precision-router train-probe",
+    "aggregate": "train one with precision-router train-grpo --router aggregate",
 }
 
 
@@ -71,7 +72,7 @@ def check_policy(spec: str, option: str = "--policy", *, scoring: bool = False) 
     if scoring and parsed.kind not in SCORING_KINDS:
         fail(
             f"{option} {spec!r} has no per-step score to calibrate; use learned:<checkpoint.pt>, "
-            "probe:<probe.json>, entropy@0, margin@0 or oracle-kl@0"
+            "probe:<probe.json>, aggregate:<router.pt>, entropy@0, margin@0 or oracle-kl@0"
         )
     return parsed
 

@@ -33,6 +33,9 @@ def policy_scores(router: Router, episodes: Sequence[Episode]) -> list[float]:
 
     scores: list[float] = []
     for episode in episodes:
+        if hasattr(router, "episode_scores"):  # a router with memory scores a step after the recorded past
+            scores += [float(v) for v in router.episode_scores(episode) if v is not None]
+            continue
         for record, step in zip(episode_states(episode), episode.steps, strict=True):
             value = router.score(recorded_state(step, record.state))
             if value is not None:

@@ -69,6 +69,25 @@ class RouterConfig:
             raise ValueError(msg)
 
 
+def weights_fingerprint(module: nn.Module) -> str:
+    """Short content hash of a module's weights (what traces record as a router's version)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def pad_sequences(seqs: list[torch.Tensor], max_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch ``[z_task, z_1 .. z_t]`` sequences: keep the task and the last ``max_steps`` steps.
 
@@ -128,18 +147,12 @@ class RouterNet(nn.Module):
     # -- checkpoints --------------------------------------------------------------------------
     def fingerprint(self) -> str:
         """Short content hash of the weights (recorded as ``router_version`` in traces)."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()[:12]
+        return weights_fingerprint(self)
 
     def save(self, path: str | os.PathLike[str], **meta: Any) -> Path:
         """Write weights, config, encoder name, K and versions to ``path`` (``meta`` is kept too)."""
         from precision_router import __version__
 
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
         checkpoint = {
             "format": "precision-router/router",
             "format_version": CHECKPOINT_FORMAT,
@@ -152,10 +165,7 @@ class RouterNet(nn.Module):
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "meta": meta,
         }
-        tmp = out.with_name(out.name + ".tmp")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, out)
-        return out
+        return save_checkpoint(checkpoint, path)
 
     @classmethod
     def load(

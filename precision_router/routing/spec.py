@@ -18,11 +18,12 @@ __all__ = ["SCORING_KINDS", "PolicySpec", "parse_policy_spec", "router_from_spec
 _HELP = (
     "use 'high', 'low', 'random:<p_high>', 'learned:<checkpoint.pt>', 'learned:<checkpoint.pt>@<threshold>', "
     "'entropy@<threshold>', 'margin@<threshold>', 'probe:<probe.json>[@<threshold>]', "
+    "'aggregate:<router.pt>[@<threshold>]', "
     "'oracle-disagree', 'oracle-kl@<threshold>', 'random-ladder:<rung>=<share>,...' or "
     "'budget:<max_high>:<policy>'"
 )
 
-SCORING_KINDS = ("learned", "probe", "entropy", "margin", "oracle-kl")
+SCORING_KINDS = ("learned", "probe", "aggregate", "entropy", "margin", "oracle-kl")
 """Policies with a per-step score, hence a threshold that can be calibrated to a share."""
 
 
@@ -31,11 +32,11 @@ class PolicySpec:
     """A parsed policy spec.
 
     Attributes:
-        kind: ``high``, ``low``, ``random``, ``learned``, ``probe``, ``entropy``, ``margin``,
+        kind: ``high``, ``low``, ``random``, ``learned``, ``probe``, ``aggregate``, ``entropy``, ``margin``,
             ``oracle-disagree``, ``oracle-kl``, ``random-ladder`` or ``budget``.
         value: ``p_high`` of ``random``, the threshold (``None`` when not given), or the
             ``max_high`` of ``budget``.
-        path: the checkpoint / probe file of ``learned`` and ``probe``.
+        path: the checkpoint / probe file of ``learned``, ``probe`` and ``aggregate``.
         shares: ``(rung, share)`` pairs of ``random-ladder``.
         inner: the policy a ``budget`` caps (itself parsed).
     """
@@ -127,7 +128,7 @@ def parse_policy_spec(spec: str) -> PolicySpec:
         return PolicySpec("random", _number(arg, spec, "p_high", unit=True))
     if kind == "random-ladder" and arg:
         return PolicySpec("random-ladder", shares=_shares(arg, spec))
-    if kind in ("learned", "probe") and arg:
+    if kind in ("learned", "probe", "aggregate") and arg:
         path, threshold = _path_and_threshold(arg, spec)
         return PolicySpec(kind, threshold, path)
     msg = f"unknown policy {spec!r}; {_HELP}"
@@ -140,7 +141,8 @@ def router_from_spec(spec: str, *, seed: int = 0) -> Router:
     ``high`` / ``low``: fixed; ``random:0.3``: :class:`RandomRouter` (seeded with ``seed``);
     ``learned:router.pt`` (optionally ``@0.4`` for the threshold; a path containing ``@`` is
     taken whole when the file exists): a trained :class:`LearnedRouter`; ``probe:probe.json[@T]``:
-    a :class:`~precision_router.routing.probe.ProbeRouter`; ``entropy@1.2`` / ``margin@-0.5``: an
+    a :class:`~precision_router.routing.probe.ProbeRouter`; ``aggregate:router.pt[@T]``: an
+    :class:`~precision_router.routing.aggregate.AggregateRouter` (TRIM-Agg style); ``entropy@1.2`` / ``margin@-0.5``: an
     :class:`~precision_router.routing.threshold.UncertaintyRouter`; ``oracle-disagree`` /
     ``oracle-kl@0.8``: the diagnostic oracles of :mod:`precision_router.routing.oracle`;
     ``random-ladder:fp32=0.2,gptq-4bit=0.3,gptq-3bit=0.5``: a
@@ -184,6 +186,11 @@ def router_from_spec(spec: str, *, seed: int = 0) -> Router:
         from precision_router.routing.probe import ProbeRouter
 
         return ProbeRouter.load(parsed.path, threshold=value)  # type: ignore[arg-type]
+    if kind == "aggregate":
+        from precision_router.routing.aggregate import AggregateRouter
+
+        name = f"aggregate:{Path(parsed.path).name}" + (f"@{value:g}" if value is not None else "")  # type: ignore[arg-type]
+        return AggregateRouter.from_checkpoint(parsed.path, threshold=0.5 if value is None else value, name=name)  # type: ignore[arg-type]
     from precision_router.routing.learned import LearnedRouter
 
     name = f"learned:{parsed.path}" + (f"@{value:g}" if value is not None else "")

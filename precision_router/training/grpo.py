@@ -9,6 +9,10 @@ per step against the starting router (the KL-ST checkpoint, or a fresh router in
 Rollouts are produced by a caller-supplied function (the ALFWorld runner, or a toy environment in
 tests) and can be recorded to a trace store; with ``resume=True`` training restarts from the last
 saved iteration and reuses rollouts already recorded for it.
+
+Two router kinds train the same way: the paper's sequence router (:class:`RouterNet` over step
+embeddings) and the TRIM-Agg-style :class:`~precision_router.routing.aggregate.AggregateNet` over
+aggregated low-model and episode signals (``kind="aggregate"``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.nn import functional as F
@@ -107,17 +111,72 @@ def group_advantages(returns: Sequence[float], eps: float = 1e-6, references: Se
     return [(r - mean) / (std + eps) for r in returns]
 
 
-def _policy_terms(
-    net: RouterNet, reference: RouterNet, seqs: list[torch.Tensor], routes: torch.Tensor
+def _chosen_and_kl(
+    logits: torch.Tensor, ref_logits: torch.Tensor, routes: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-step ``log pi(route)`` and ``KL(pi || pi_0)`` (the reference without gradients)."""
-    x, valid = pad_sequences(seqs, net.config.max_steps)
-    log_pi = F.log_softmax(net(x, valid), dim=-1)
-    with torch.no_grad():
-        log_ref = F.log_softmax(reference(x, valid), dim=-1)
+    """Per-step ``log pi(route)`` and ``KL(pi || pi_0)`` from the two networks' logits."""
+    log_pi = F.log_softmax(logits, dim=-1)
+    log_ref = F.log_softmax(ref_logits.detach(), dim=-1)
     chosen = log_pi.gather(1, routes[:, None])[:, 0]
     kl = (log_pi.exp() * (log_pi - log_ref)).sum(dim=-1)
     return chosen, kl
+
+
+class _SequencePolicy:
+    """GRPO's view of the paper's sequence router: embeddings in, :class:`LearnedRouter` out."""
+
+    def __init__(self, encoder: Any, cache: EmbeddingCache) -> None:
+        self.encoder = encoder
+        self.cache = cache
+
+    def router(self, net: RouterNet, seed: int, iteration: int) -> Router:
+        return LearnedRouter(net.eval(), self.encoder, sample=True, seed=seed, name="grpo", version=f"grpo-{iteration}")
+
+    def terms(
+        self, net: RouterNet, reference: RouterNet, episodes: Sequence[Episode]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """``log pi(route)``, ``KL`` and the episode index of every step of ``episodes``."""
+        records, owners = [], []
+        for k, episode in enumerate(episodes):
+            for record in episode_states(episode):
+                records.append(record)
+                owners.append(k)
+        seqs = sequences(records, self.cache, net.config.max_steps)
+        routes = torch.tensor([net.config.n_routes - 1 if r.route == "high" else 0 for r in records])
+        x, valid = pad_sequences(seqs, net.config.max_steps)
+        with torch.no_grad():
+            ref_logits = reference(x, valid)
+        return (*_chosen_and_kl(net(x, valid), ref_logits, routes), owners)
+
+    def finish(self) -> None:
+        self.cache.save()
+
+
+class _AggregatePolicy:
+    """GRPO's view of the TRIM-Agg-style router: per-step aggregate features, :class:`AggregateRouter` out."""
+
+    def router(self, net: Any, seed: int, iteration: int) -> Router:
+        from precision_router.routing.aggregate import AggregateRouter
+
+        return AggregateRouter(net.eval(), sample=True, seed=seed, name="grpo-aggregate", version=f"grpo-{iteration}")
+
+    def terms(
+        self, net: Any, reference: Any, episodes: Sequence[Episode]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        from precision_router.routing.aggregate import episode_features
+
+        rows, routes, owners = [], [], []
+        for k, episode in enumerate(episodes):
+            rows += episode_features(episode)
+            routes += [1 if step.route == "high" else 0 for step in episode.steps]
+            owners += [k] * len(episode.steps)
+        x = torch.tensor(rows, dtype=torch.float32)
+        with torch.no_grad():
+            ref_logits = reference(x)
+        return (*_chosen_and_kl(net(x), ref_logits, torch.tensor(routes)), owners)
+
+    def finish(self) -> None:
+        pass
 
 
 def load_resume_state(
@@ -162,9 +221,9 @@ def train_grpo(
     tasks: Sequence[str],
     out: str | os.PathLike[str],
     *,
-    encoder: Any,
-    init: str | os.PathLike[str] | RouterNet | None = None,
-    router_config: RouterConfig | None = None,
+    encoder: Any = None,
+    init: str | os.PathLike[str] | Any | None = None,
+    router_config: Any = None,
     config: GRPOConfig | None = None,
     resume: bool = True,
     progress: bool = True,
@@ -172,6 +231,7 @@ def train_grpo(
     plots: bool = True,
     references: Sequence[Router] = (),
     rollout_many: RolloutMany | None = None,
+    kind: Literal["sequence", "aggregate"] = "sequence",
 ) -> GRPOResult:
     """Refine a router with GRPO; writes ``out`` after every iteration.
 
@@ -179,9 +239,12 @@ def train_grpo(
         rollout: plays one episode of a task with the given (sampling) router.
         tasks: task keys passed to ``rollout`` (e.g. game names).
         out: checkpoint path (the state to resume from is kept in ``out`` + ``.state.pt``).
-        encoder: the step encoder.
-        init: the starting router (a KL-ST checkpoint path or net); ``None`` starts fresh (GRPO-only).
-        router_config: architecture of a fresh router.
+        encoder: the step encoder (the sequence router only; ``None`` for ``kind="aggregate"``).
+        init: the starting router (a KL-ST checkpoint path or net, or for ``kind="aggregate"`` an
+            :class:`~precision_router.routing.aggregate.AggregateNet` or its file); ``None`` starts
+            fresh (GRPO-only).
+        router_config: architecture of a fresh router (a :class:`RouterConfig`, or an
+            :class:`~precision_router.routing.aggregate.AggregateConfig` for ``kind="aggregate"``).
         config: GRPO settings.
         resume: continue from ``out``'s saved state when it exists.
         progress: show a progress bar.
@@ -193,20 +256,46 @@ def train_grpo(
         rollout_many: plays all of an iteration's rollouts (the groups and the references' episodes)
             in one call, e.g. on parallel workers (the router, with this iteration's weights, is
             part of each request); default: ``rollout`` one by one. The update runs here.
+        kind: ``sequence`` (the paper's :class:`RouterNet`) or ``aggregate`` (TRIM-Agg style: a
+            small network over :data:`~precision_router.routing.aggregate.AGGREGATE_FEATURES`).
     """
     from tqdm.auto import tqdm
 
     config = config or GRPOConfig()
     out = Path(out)
     state_path = out.with_name(out.name + ".state.pt")
-    if isinstance(init, RouterNet):
-        reference = copy.deepcopy(init)
-    elif init is not None:
-        reference = RouterNet.load(init, encoder=encoder.name)
+    reference: Any
+    policy: _SequencePolicy | _AggregatePolicy
+    if kind == "aggregate":
+        from precision_router.routing.aggregate import AggregateConfig, AggregateNet
+
+        if isinstance(init, AggregateNet):
+            reference = copy.deepcopy(init)
+        elif init is not None:
+            reference = AggregateNet.load(init)  # type: ignore[arg-type]
+        else:
+            torch.manual_seed(config.seed)
+            agg_config = router_config if isinstance(router_config, AggregateConfig) else AggregateConfig()
+            reference = AggregateNet(agg_config)
+        policy = _AggregatePolicy()
+    elif kind == "sequence":
+        if encoder is None:
+            msg = "train_grpo(kind='sequence') needs the step encoder"
+            raise ValueError(msg)
+        if isinstance(init, RouterNet):
+            reference = copy.deepcopy(init)
+        elif init is not None:
+            reference = RouterNet.load(init, encoder=encoder.name)
+        else:
+            torch.manual_seed(config.seed)
+            base = router_config if isinstance(router_config, RouterConfig) else RouterConfig()
+            reference = RouterNet(replace(base, embed_dim=encoder.dim, encoder=encoder.name, dropout=0.0))
+        policy = _SequencePolicy(
+            encoder, EmbeddingCache(encoder, embedding_cache or out.with_name(out.name + ".emb.pt"))
+        )
     else:
-        torch.manual_seed(config.seed)
-        base = router_config or RouterConfig()
-        reference = RouterNet(replace(base, embed_dim=encoder.dim, encoder=encoder.name, dropout=0.0))
+        msg = f"kind must be 'sequence' or 'aggregate', got {kind!r}"
+        raise ValueError(msg)
     reference.eval()
     for param in reference.parameters():
         param.requires_grad_(False)
@@ -219,7 +308,6 @@ def train_grpo(
     if resume and state_path.exists():
         start_iteration, history = load_resume_state(state_path, net, optimizer)
         logger.info("resuming GRPO at iteration %d", start_iteration)
-    cache = EmbeddingCache(encoder, embedding_cache or out.with_name(out.name + ".emb.pt"))
     rng = random.Random(config.seed)
     schedule = [
         rng.sample(list(tasks), k=min(config.tasks_per_iteration or len(tasks), len(tasks)))
@@ -228,7 +316,7 @@ def train_grpo(
     for iteration in tqdm(range(start_iteration, config.iterations), desc="GRPO", disable=not progress):
         # this iteration's sampling policy: the current weights, a seed of its own
         seed = config.seed * 100_003 + iteration
-        router = LearnedRouter(net.eval(), encoder, sample=True, seed=seed, name="grpo", version=f"grpo-{iteration}")
+        router = policy.router(net, seed, iteration)
         requests: list[tuple[Router, str, int, int]] = []
         for task in schedule[iteration]:
             requests += [(router, task, iteration, i) for i in range(config.group_size)]
@@ -244,17 +332,11 @@ def train_grpo(
                 for e in played[start + config.group_size : start + per_task]
             ]
             groups.append((episodes, group_advantages(returns, config.eps, baseline)))
-        records, advantages = [], []
-        for episodes, advs in groups:
-            for episode, advantage in zip(episodes, advs, strict=True):
-                for record in episode_states(episode):
-                    records.append(record)
-                    advantages.append(advantage)
-        seqs = sequences(records, cache, net.config.max_steps)
-        routes = torch.tensor([net.config.n_routes - 1 if r.route == "high" else 0 for r in records])
-        adv = torch.tensor(advantages, dtype=torch.float32)
-        episode_count = sum(len(e) for e, _ in groups)
-        log_pi, kl = _policy_terms(net, reference, seqs, routes)
+        trained = [e for episodes, _ in groups for e in episodes]
+        episode_advantages = [a for _, advs in groups for a in advs]
+        log_pi, kl, owners = policy.terms(net, reference, trained)
+        adv = torch.tensor([episode_advantages[k] for k in owners], dtype=torch.float32)
+        episode_count = len(trained)
         # -A * sum_t log pi, averaged over episodes; KL averaged over steps
         policy_loss = -(adv * log_pi).sum() / episode_count
         kl_term = kl.mean()
@@ -286,7 +368,7 @@ def train_grpo(
             },
             state_path,
         )
-    cache.save()
+    policy.finish()
     result = GRPOResult(checkpoint=out, history=history)
     if plots and history:
         from precision_router.evaluation.plots import plot_grpo_history

@@ -94,6 +94,7 @@ ALFWORLD = {
     "counterfactual: bad base": ["collect-counterfactual", "--base", "random:1.5"],
     "collect-kl: bad task type": ["collect-kl", "--task-types", "nope"],
     "eval: zero workers": ["eval", "--workers", "0"],
+    "eval: negative skip": ["eval", "--skip", "-1"],
     "grpo: negative workers": ["train-grpo", "--out", "g.pt", "--workers", "-1"],
 }
 

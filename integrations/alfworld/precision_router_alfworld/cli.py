@@ -66,6 +66,13 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         "--split", default="valid_seen", help="split folder: train, valid_seen, valid_unseen, generated"
     )
     parser.add_argument("--games", type=int, default=None, help="number of games (default: all)")
+    parser.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leave out the first N games of the seeded order (e.g. the games a model was fine-tuned on)",
+    )
     parser.add_argument("--task-types", nargs="*", default=None, help="only these task types")
     parser.add_argument(
         "--shard",
@@ -279,7 +286,16 @@ def add_grpo_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``precision-router train-grpo``."""
     add_agent_arguments(parser)
     parser.set_defaults(split="train", games=30)
-    parser.add_argument("--init", type=Path, help="KL-ST checkpoint to start from (omit for GRPO-only)")
+    parser.add_argument(
+        "--router",
+        choices=("sequence", "aggregate"),
+        default="sequence",
+        help="sequence: the paper's router over step embeddings; aggregate: a TRIM-Agg-style network over "
+        "the low model's signals and the episode so far (serve it as aggregate:<out>)",
+    )
+    parser.add_argument(
+        "--init", type=Path, help="checkpoint to start from (KL-ST for --router sequence; omit for GRPO-only)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="router checkpoint to write")
     parser.add_argument("--traces", type=Path, default=Path("runs/grpo.jsonl"), help="rollouts (for resuming)")
     parser.add_argument("--group-size", type=int, default=4)
@@ -348,7 +364,8 @@ def train_grpo_command(args: argparse.Namespace) -> int:
             rollout,
             sorted(games),
             args.out,
-            encoder=StepEncoder(),
+            encoder=StepEncoder() if args.router == "sequence" else None,
+            kind=args.router,
             init=args.init,
             config=config,
             references=references,
@@ -392,7 +409,9 @@ def evaluate(args: argparse.Namespace) -> int:
     precisions = " / ".join(options.ladder) if options.ladder else f"{args.high} vs {args.low}"
     header = (
         f"# Evaluation: {len(games)} {args.split} games, {args.model} ({precisions}), {args.mode} mode, "
-        f"max {args.max_steps} steps, seed {args.seed}\n\n"
+        f"max {args.max_steps} steps, seed {args.seed}"
+        + (f" (the first {args.skip} games of the seeded order left out)" if args.skip else "")
+        + "\n\n"
     )
     args.out.write_text(header + table + f"\n\n![success vs share]({plot.name})\n")
     print(table)

@@ -165,6 +165,7 @@ def find_games(
     task_types: str | Iterable[str] | None = None,
     n: int | None = None,
     seed: int | None = None,
+    skip: int = 0,
 ) -> list[GameInfo]:
     """List the solvable games of one split.
 
@@ -175,6 +176,8 @@ def find_games(
         n: At most this many games.
         seed: With a seed, the games come in a seeded random order (so ``n`` gives a seeded random sample,
             and a larger ``n`` with the same seed extends a smaller one); without one, in sorted path order.
+        skip: Leave out the first ``skip`` games of that order before taking ``n`` (e.g. the games a
+            model was fine-tuned on: ``n=400, seed=0`` for training, ``skip=400, seed=0`` for evaluation).
 
     Returns:
         The games, deterministic for given arguments and files. Games whose JSON does not say
@@ -182,11 +185,14 @@ def find_games(
 
     Raises:
         AlfworldDataError: No data found, or the split folder is missing.
-        ValueError: An unknown task type or a negative ``n``.
+        ValueError: An unknown task type, a negative ``n`` or a negative ``skip``.
     """
     wanted = _check_task_types(task_types)
     if n is not None and n < 0:
         msg = f"n must be >= 0 or None, got {n}"
+        raise ValueError(msg)
+    if skip < 0:
+        msg = f"skip must be >= 0, got {skip}"
         raise ValueError(msg)
     root = data_root(data)
     split_dir = root / split
@@ -208,14 +214,18 @@ def find_games(
 
     games: list[GameInfo] = []
     for game in candidates:
-        if n is not None and len(games) >= n:
+        if n is not None and len(games) >= n + skip:
             break
         if _SOLVABLE.search(game.path.read_bytes()):
             games.append(game)
         else:
             logger.debug("skipping %s: not marked solvable", game.name)
+    if len(games) < skip:
+        logger.warning("asked to skip %d games in %s, found only %d", skip, split_dir, len(games))
+    games = games[skip:]
     if n is not None and len(games) < n:
-        logger.warning("asked for %d games in %s, found %d", n, split_dir, len(games))
+        skipped = f" after skipping {skip}" if skip else ""
+        logger.warning("asked for %d games in %s%s, found %d", n, split_dir, skipped, len(games))
     return games
 
 

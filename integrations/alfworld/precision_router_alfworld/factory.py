@@ -64,7 +64,9 @@ def _select_games(opts: AgentOptions) -> list[GameInfo]:
     from precision_router_alfworld.data import AlfworldDataError, find_games
 
     try:
-        return find_games(opts.data, split=opts.split, task_types=opts.task_types, n=opts.games, seed=opts.seed)
+        return find_games(
+            opts.data, split=opts.split, task_types=opts.task_types, n=opts.games, seed=opts.seed, skip=opts.skip
+        )
     except AlfworldDataError:
         if opts.data:
             raise
@@ -75,9 +77,17 @@ def _select_games(opts: AgentOptions) -> list[GameInfo]:
         folder = cache_dir("alfworld", f"generated-{difficulty}")
         logger.warning("no ALFWorld data found: using generated %s games in %s", difficulty, folder)
         existing = find_games(folder, split="generated") if (folder / "json_2.1.1").exists() else []
-        if len(existing) < (opts.games or 12):
-            generate_games(folder, opts.games or 12, seed=opts.seed, task_types=opts.task_types, difficulty=difficulty)
-        return find_games(folder, split="generated", task_types=opts.task_types, n=opts.games, seed=opts.seed)
+        if len(existing) < (opts.games or 12) + opts.skip:
+            generate_games(
+                folder,
+                (opts.games or 12) + opts.skip,
+                seed=opts.seed,
+                task_types=opts.task_types,
+                difficulty=difficulty,
+            )
+        return find_games(
+            folder, split="generated", task_types=opts.task_types, n=opts.games, seed=opts.seed, skip=opts.skip
+        )
 
 
 def load_pair(options: Options) -> tuple[Any, Any]:

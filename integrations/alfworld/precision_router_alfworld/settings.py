@@ -115,6 +115,8 @@ class AgentOptions:
     data: str | None = None
     split: str = "valid_seen"
     games: int | None = None
+    skip: int = 0
+    """Leave out the first ``skip`` selected games (e.g. those a model was fine-tuned on)."""
     task_types: list[str] | None = None
     shard: tuple[int, int] | None = None
     seed: int = 0

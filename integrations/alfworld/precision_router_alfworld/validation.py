@@ -48,6 +48,7 @@ def check_agent_args(args: argparse.Namespace) -> None:
     check_precision(args.low, "--low", backend=backend)
     check_precision(args.high, "--high", high=True, backend=backend)
     check_count(args.games, "--games")
+    check_count(getattr(args, "skip", 0), "--skip", minimum=0)
     check_count(args.max_steps, "--max-steps")
     check_count(args.fewshot, "--fewshot", minimum=0)
     if args.data and not Path(args.data).is_dir():
@@ -98,7 +99,12 @@ def check_grpo_args(args: argparse.Namespace) -> None:
     """``precision-router train-grpo``."""
     check_agent_args(args)
     if args.init is not None:
-        check_file(args.init, "--init", "give a KL-ST checkpoint (precision-router train-klst), or omit it")
+        hint = (
+            "give an aggregate router written by an earlier train-grpo --router aggregate, or omit it"
+            if args.router == "aggregate"
+            else "give a KL-ST checkpoint (precision-router train-klst), or omit it"
+        )
+        check_file(args.init, "--init", hint)
     check_trace_output(args.out, "--out")
     check_trace_output(args.traces)
     check_count(args.group_size, "--group-size", minimum=2)

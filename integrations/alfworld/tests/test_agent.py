@@ -168,6 +168,30 @@ def test_cli_train_grpo_with_tiny_models(games, tmp_path, capsys):
     assert len(JsonlTraceStore(tmp_path / "g.jsonl").read()) == 6
 
 
+def test_cli_train_grpo_aggregate_router_then_eval_it(games, tmp_path, capsys):
+    from precision_router.cli import main
+    from precision_router.routing.aggregate import AggregateNet
+
+    data = str(games[0].path.parents[3])
+    common = ["--data", data, "--split", "generated", "--tiny", "--max-steps", "2", "--fewshot", "0"]
+    args = ["train-grpo", *common, "--router", "aggregate", "--out", str(tmp_path / "a.pt")]
+    args += ["--traces", str(tmp_path / "a.jsonl"), "--group-size", "2", "--tasks-per-iteration", "1"]
+    assert main([*args, "--iterations", "2", "--lr", "1e-2"]) == 0
+    assert "iteration   2" in capsys.readouterr().out
+    assert AggregateNet.load(tmp_path / "a.pt").meta["iteration"] == 2
+    episodes = JsonlTraceStore(tmp_path / "a.jsonl").read()
+    assert len(episodes) == 4 and all(s.logprobs and "low" in s.logprobs for e in episodes for s in e.steps)
+    evaluation = ["eval", *common, "--games", "2", "--policies", f"aggregate:{tmp_path / 'a.pt'}@0.1"]
+    evaluation += ["--traces", str(tmp_path / "e.jsonl"), "--out", str(tmp_path / "e.md")]
+    assert main(evaluation) == 0
+    assert "a.pt@0.1 | 0.000" in (tmp_path / "e.md").read_text()
+    capsys.readouterr()
+    assert main([*args, "--iterations", "1", "--init", str(tmp_path / "none.pt"), "--out", str(tmp_path / "b.pt")]) == 2
+    assert "aggregate router written by an earlier train-grpo" in capsys.readouterr().err
+    assert main([*args, "--iterations", "1", "--init", str(tmp_path / "e.md"), "--out", str(tmp_path / "b.pt")]) == 2
+    assert "not a readable aggregate-router checkpoint" in capsys.readouterr().err
+
+
 def test_contextual_calibration_subtracts_neutral_scores(games, pair):
     agent = _agent(pair, RandomRouter(0.0, seed=0), None, max_steps=2, contextual_calibration=1.0)
     episode = agent.run_episode(AlfworldEnv(games[0], max_steps=2), conversation_id="c")

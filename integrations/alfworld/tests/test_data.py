@@ -109,6 +109,30 @@ def test_first_n_and_seeded_samples(fake_data: Path):
     assert sorted(find_games(fake_data, split="train", seed=3), key=lambda g: g.name) == everything
 
 
+def test_skip_leaves_out_the_games_a_smaller_sample_took(fake_data: Path):
+    everything = find_games(fake_data, split="train", seed=7)
+    trained_on = find_games(fake_data, split="train", n=5, seed=7)
+    held_out = find_games(fake_data, split="train", seed=7, skip=5)
+    assert held_out == everything[5:]
+    assert not set(trained_on) & set(held_out)
+    assert find_games(fake_data, split="train", n=3, seed=7, skip=5) == everything[5:8]
+    assert find_games(fake_data, split="train", seed=7, skip=100) == []
+    with pytest.raises(ValueError, match="skip must be"):
+        find_games(fake_data, skip=-1)
+
+
+def test_cli_skip_selects_the_held_out_games(fake_data: Path):
+    import argparse
+
+    from precision_router_alfworld.cli import add_agent_arguments
+    from precision_router_alfworld.factory import resolve_games
+
+    parser = argparse.ArgumentParser()
+    add_agent_arguments(parser)
+    base = ["--data", str(fake_data), "--split", "train", "--seed", "3"]
+    assert resolve_games(parser.parse_args([*base, "--skip", "4"])) == resolve_games(parser.parse_args(base))[4:]
+
+
 def test_shared_development_games(shared_data: Path):
     valid = find_games(shared_data, split="valid_seen")
     train = find_games(shared_data, split="train")

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The real-game final table's second half: every policy of the valid_seen table, played on the
+# `train` games the fine-tuned model never saw (the fine-tune took the first 400 of the seed-0
+# order; these are the next GAMES of that order, default 60, so that valid_seen's 140 + 60 = 200).
+#
+# Resumable: each eval skips the games its policy already played in the trace file, so run it
+# again (in the next session, on a fresh machine after `make install`) until it prints "done".
+# One policy at a time, in the order of the list; both cores are used (2 Ray workers).
+#
+#   GAMES=60 benchmarks/real_heldout.sh            # all policies, in order
+#   benchmarks/real_heldout.sh high low            # only these
+#
+# Episodes: runs/real/heldout.jsonl (commit it gzipped as
+# benchmarks/results/real/heldout-episodes.jsonl.gz); table over both sets:
+#   python benchmarks/real_router_table.py runs/real/eval.jsonl runs/real/heldout.jsonl --versus ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GAMES=${GAMES:-60}
+DATA=${DATA:-../shared/alfworld}
+TRACES=${TRACES:-runs/real/heldout.jsonl}
+CALIBRATION=${CALIBRATION:-runs/real/calib-low.jsonl}
+PR=${PR:-.venv/bin/precision-router}
+export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
+
+# the thresholded routers are calibrated exactly as on valid_seen: on the 140 low-only valid_seen
+# episodes' step scores (no outcomes), so they are the same routers
+if [[ ! -s $CALIBRATION ]]; then
+    mkdir -p "$(dirname "$CALIBRATION")"
+    gunzip -c benchmarks/results/real/eval-episodes.jsonl.gz |
+        python3 -c 'import json,sys; [sys.stdout.write(l) for l in sys.stdin if json.loads(l)["policy"] == "low"]' \
+            >"$CALIBRATION"
+fi
+
+POLICIES=("$@")
+if [[ ${#POLICIES[@]} -eq 0 ]]; then
+    POLICIES=(
+        high
+        low
+        random:0.2
+        calibrated:margin@0:0.2
+        calibrated:probe:benchmarks/results/real/probe-disagree.json:0.2
+        random:0.3
+        random:0.1
+        oracle-disagree
+        oracle-kl@3
+    )
+fi
+
+mkdir -p "$(dirname "$TRACES")"
+for policy in "${POLICIES[@]}"; do
+    echo "== $policy on $GAMES held-out train games"
+    "$PR" eval --setting real --data "$DATA" --split train --skip 400 --games "$GAMES" \
+        --policies "$policy" --calibration-traces "$CALIBRATION" \
+        --traces "$TRACES" --out runs/real/report-heldout.md --workers 2
+done
+echo "done"

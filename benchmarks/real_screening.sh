@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Screening of router variants on the real games (issue 12): each variant trained on some `train`
+# games, calibrated to a 20 % high share, and played on 48 other `train` games that neither the
+# routers nor the final table use. The final table (valid_seen + benchmarks/real_heldout.sh) then
+# takes the two best.
+#
+# Games, all from the seed-0 order of the 600 `train` games (the fine-tune learned from the first
+# 400's walkthroughs, so every policy here plays games whose expert solution the model has seen;
+# the comparison between policies is what screening needs):
+#   [0, 48)    collect-kl traces (fp32 acting, both precisions scored): KL-ST and the probe
+#   [48, 96)   GRPO rollouts (the aggregate router, and the sequence router from KL-ST)
+#   [96, 144)  the screening evaluation
+#
+# Resumable step by step (every command resumes or skips what exists); run it again in the next
+# session until it prints "done". One heavy job at a time, both cores (2 Ray workers).
+#
+#   benchmarks/real_screening.sh                # everything, in order
+#   STEPS="klst eval" benchmarks/real_screening.sh
+#   EXTRA="--tiny --max-steps 2" OUT=runs/smoke ITERATIONS=1 GRPO_GAMES=4 SCREEN_GAMES=2 \
+#       benchmarks/real_screening.sh                                              # a smoke test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA=${DATA:-../shared/alfworld}
+OUT=${OUT:-runs/real}
+PR=${PR:-.venv/bin/precision-router}
+ITERATIONS=${ITERATIONS:-10}
+GRPO_GAMES=${GRPO_GAMES:-48}
+SCREEN_GAMES=${SCREEN_GAMES:-48}
+STEPS=${STEPS:-"klst grpo-aggregate grpo-sequence eval"}
+read -r -a EXTRA_ARGS <<<"${EXTRA:-}"
+export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
+mkdir -p "$OUT"
+
+# inputs committed as episodes: the collect-kl traces and the low-only valid_seen episodes (the
+# thresholds of the margin, probe and KL-ST routers are set on their step scores, no outcomes)
+[[ -s $OUT/kl-train.jsonl ]] || gunzip -c benchmarks/results/real/kl-train-episodes.jsonl.gz >"$OUT/kl-train.jsonl"
+if [[ ! -s $OUT/calib-low.jsonl ]]; then
+    gunzip -c benchmarks/results/real/eval-episodes.jsonl.gz |
+        python3 -c 'import json,sys; [sys.stdout.write(l) for l in sys.stdin if json.loads(l)["policy"] == "low"]' \
+            >"$OUT/calib-low.jsonl"
+fi
+
+game_args=(--setting real --data "$DATA" --split train --seed 0 "${EXTRA_ARGS[@]}")
+grpo_args=(--skip 48 --games "$GRPO_GAMES" --group-size 4 --tasks-per-iteration 4 --iterations "$ITERATIONS")
+grpo_args+=(--references low random:0.2 --workers 2)
+
+for step in $STEPS; do
+    case $step in
+    klst)
+        echo "== KL-ST on the collect-kl traces"
+        [[ -s $OUT/klst.pt ]] || "$PR" train-klst "$OUT/kl-train.jsonl" --out "$OUT/klst.pt"
+        ;;
+    grpo-aggregate)
+        echo "== GRPO, TRIM-Agg-style aggregate router (fresh, reference-guided advantages)"
+        "$PR" train-grpo "${game_args[@]}" "${grpo_args[@]}" --router aggregate --lr 1e-2 \
+            --out "$OUT/grpo-aggregate.pt" --traces "$OUT/grpo-aggregate.jsonl"
+        ;;
+    grpo-sequence)
+        echo "== GRPO, the paper's sequence router from KL-ST (reference-guided advantages)"
+        "$PR" train-grpo "${game_args[@]}" "${grpo_args[@]}" --router sequence --init "$OUT/klst.pt" --lr 1e-4 \
+            --out "$OUT/grpo-sequence.pt" --traces "$OUT/grpo-sequence.jsonl"
+        ;;
+    eval)
+        # policy | calibration traces (the aggregate router reads its past routes, so it is calibrated
+        # on its own GRPO rollouts, played at about the share it will run at)
+        policies=(
+            "high|$OUT/calib-low.jsonl"
+            "low|$OUT/calib-low.jsonl"
+            "random:0.2|$OUT/calib-low.jsonl"
+            "calibrated:margin@0:0.2|$OUT/calib-low.jsonl"
+            "calibrated:probe:benchmarks/results/real/probe-disagree.json:0.2|$OUT/calib-low.jsonl"
+            "calibrated:learned:$OUT/klst.pt:0.2|$OUT/calib-low.jsonl"
+            "calibrated:learned:$OUT/grpo-sequence.pt:0.2|$OUT/calib-low.jsonl"
+            "calibrated:aggregate:$OUT/grpo-aggregate.pt:0.2|$OUT/grpo-aggregate.jsonl"
+        )
+        for entry in "${policies[@]}"; do
+            policy=${entry%|*}
+            echo "== screening: $policy"
+            "$PR" eval "${game_args[@]}" --skip 96 --games "$SCREEN_GAMES" --policies "$policy" \
+                --calibration-traces "${entry##*|}" --traces "$OUT/screening.jsonl" \
+                --out "$OUT/report-screening.md" --workers 2
+        done
+        ;;
+    *)
+        echo "unknown step $step (klst, grpo-aggregate, grpo-sequence, eval)" >&2
+        exit 2
+        ;;
+    esac
+done
+echo "done"
