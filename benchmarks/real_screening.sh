@@ -24,17 +24,20 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/alfworld}
 OUT=${OUT:-runs/real}
 PR=${PR:-.venv/bin/precision-router}
+PY=${PY:-.venv/bin/python}
 ITERATIONS=${ITERATIONS:-10}
 GRPO_GAMES=${GRPO_GAMES:-48}
 SCREEN_GAMES=${SCREEN_GAMES:-48}
-STEPS=${STEPS:-"klst grpo-aggregate grpo-sequence eval"}
+STEPS=${STEPS:-"klst variants offline grpo-aggregate grpo-sequence eval"}
 read -r -a EXTRA_ARGS <<<"${EXTRA:-}"
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 mkdir -p "$OUT"
 
-# inputs committed as episodes: the collect-kl traces and the low-only valid_seen episodes (the
+# inputs committed as episodes: the collect-kl traces, the counterfactual pilot's labelled
+# episodes (train games 0-19) and the low-only valid_seen episodes (the
 # thresholds of the margin, probe and KL-ST routers are set on their step scores, no outcomes)
 [[ -s $OUT/kl-train.jsonl ]] || gunzip -c benchmarks/results/real/kl-train-episodes.jsonl.gz >"$OUT/kl-train.jsonl"
+[[ -s $OUT/cf-train.jsonl ]] || gunzip -c benchmarks/results/real/cf-train-episodes.jsonl.gz >"$OUT/cf-train.jsonl"
 if [[ ! -s $OUT/calib-low.jsonl ]]; then
     gunzip -c benchmarks/results/real/eval-episodes.jsonl.gz |
         python3 -c 'import json,sys; [sys.stdout.write(l) for l in sys.stdin if json.loads(l)["policy"] == "low"]' \
@@ -50,6 +53,34 @@ for step in $STEPS; do
     klst)
         echo "== KL-ST on the collect-kl traces"
         [[ -s $OUT/klst.pt ]] || "$PR" train-klst "$OUT/kl-train.jsonl" --out "$OUT/klst.pt"
+        ;;
+    variants)
+        # the same supervised trainer on other labels and inputs: text only (the paper's router),
+        # text + the low model's signals; the probe (signals only) is trained by train-probe
+        echo "== supervised variants: labels disagree / counterfactual, text only / text + signals"
+        # (all episodes, won or lost, as train-probe uses them: the three see the same labelled steps)
+        for labels in disagree counterfactual; do
+            traces=$OUT/kl-train.jsonl
+            [[ $labels == counterfactual ]] && traces=$OUT/cf-train.jsonl
+            klst=("$PR" train-klst "$traces" --labels "$labels" --all-episodes)
+            [[ -s $OUT/text-$labels.pt ]] || "${klst[@]}" --out "$OUT/text-$labels.pt"
+            [[ -s $OUT/both-$labels.pt ]] || "${klst[@]}" --signals --out "$OUT/both-$labels.pt"
+            [[ -s $OUT/probe-$labels.json ]] ||
+                "$PR" train-probe "$traces" --labels "$labels" --out "$OUT/probe-$labels.json"
+        done
+        ;;
+    offline)
+        # every stateless variant scored offline against the disagreement oracle's steps (the 140
+        # valid_seen games played by oracle-disagree: fp32's trajectory, both precisions scored)
+        echo "== offline screen (ROC AUC against disagreement on fp32's trajectories)"
+        [[ -s $OUT/eval.jsonl ]] || gunzip -c benchmarks/results/real/eval-episodes.jsonl.gz >"$OUT/eval.jsonl"
+        routers=(--router "kl-st text=learned:$OUT/klst.pt")
+        for labels in disagree counterfactual; do
+            routers+=(--router "$labels text=learned:$OUT/text-$labels.pt")
+            routers+=(--router "$labels text+signals=learned:$OUT/both-$labels.pt")
+            routers+=(--probe "$labels signals=$OUT/probe-$labels.json")
+        done
+        "$PY" benchmarks/routing_signals.py "$OUT/eval.jsonl" "${routers[@]}" --out "$OUT/signals-screening.md"
         ;;
     grpo-aggregate)
         echo "== GRPO, TRIM-Agg-style aggregate router (fresh, reference-guided advantages)"
@@ -71,6 +102,7 @@ for step in $STEPS; do
             "calibrated:margin@0:0.2|$OUT/calib-low.jsonl"
             "calibrated:probe:benchmarks/results/real/probe-disagree.json:0.2|$OUT/calib-low.jsonl"
             "calibrated:learned:$OUT/klst.pt:0.2|$OUT/calib-low.jsonl"
+            "calibrated:learned:$OUT/both-disagree.pt:0.2|$OUT/calib-low.jsonl"
             "calibrated:learned:$OUT/grpo-sequence.pt:0.2|$OUT/calib-low.jsonl"
             "calibrated:aggregate:$OUT/grpo-aggregate.pt:0.2|$OUT/grpo-aggregate.jsonl"
         )
@@ -83,7 +115,7 @@ for step in $STEPS; do
         done
         ;;
     *)
-        echo "unknown step $step (klst, grpo-aggregate, grpo-sequence, eval)" >&2
+        echo "unknown step $step (klst, variants, offline, grpo-aggregate, grpo-sequence, eval)" >&2
         exit 2
         ;;
     esac

@@ -3,6 +3,7 @@
     python benchmarks/routing_signals.py                 # the oracle-disagree episodes of the real setting
     python benchmarks/routing_signals.py runs/kl.jsonl --policy ''   # any traces with both precisions' scores
     python benchmarks/routing_signals.py --probe kl=runs/probe-kl.json   # also a probe trained elsewhere
+    python benchmarks/routing_signals.py --router klst=learned:runs/real/klst.pt   # any scored router
     python benchmarks/routing_signals.py runs/cf.jsonl --policy low --labels counterfactual   # outcome labels
 
 Reads episodes that recorded both precisions' scores at every step (``oracle-disagree`` in
@@ -37,8 +38,9 @@ from real_router_table import RESULTS, read_episodes
 
 from precision_router.evaluation.calibration import recorded_state
 from precision_router.evaluation.plots import _pyplot, save_figure
-from precision_router.routing.base import RoutingState
+from precision_router.routing.base import RoutingState, ScoredRouter
 from precision_router.routing.probe import ProbeRouter, ProbeTrainingError, train_probe
+from precision_router.routing.spec import router_from_spec
 from precision_router.routing.threshold import UncertaintyRouter
 from precision_router.traces.schema import Episode
 from precision_router.training.counterfactual import label_of
@@ -153,6 +155,13 @@ def main() -> None:
     parser.add_argument(
         "--probe", action="append", default=[], metavar="NAME=PATH", help="also score with this trained probe"
     )
+    parser.add_argument(
+        "--router",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="also score with this scored router (a policy spec, e.g. learned:runs/klst.pt)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     episodes = [e for p in args.traces for e in read_episodes(p) if not args.policy or e.policy == args.policy]
@@ -173,6 +182,14 @@ def main() -> None:
             parser.error(f"--probe takes NAME=PATH, got {spec!r}")
         probe = ProbeRouter.load(path)
         scorers[f"probe {name} ({Path(path).name})"] = lambda _, probe=probe: [probe.score(r[1]) for r in rows]
+    for spec in args.router:
+        name, sep, policy = spec.partition("=")
+        if not sep or not name or not policy:
+            parser.error(f"--router takes NAME=SPEC, got {spec!r}")
+        router = router_from_spec(policy)
+        if not isinstance(router, ScoredRouter) or hasattr(router, "episode_scores"):
+            parser.error(f"--router {policy!r}: give a router that scores each step alone (learned:, probe:, margin@)")
+        scorers[f"{name} ({policy})"] = lambda _, router=router: [float(router.score(r[1]) or 0.0) for r in rows]
     scorers["coin (RandomRouter)"] = lambda _: [coin.random() for _ in rows]
     if args.labels == "counterfactual":
         label_names = ["helps"]

@@ -63,12 +63,26 @@ def _add_train_klst(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--encoder", default=None, help="sentence-transformers model (default all-MiniLM-L6-v2)")
     parser.add_argument("--all-episodes", action="store_true", help="also learn from failed episodes")
+    parser.add_argument(
+        "--labels",
+        choices=["kl", "disagree", "counterfactual"],
+        default="kl",
+        help="what labels a step 'needs high': top KL (the paper), the precisions' top candidates differ, "
+        "or going high there wins a lost game (collect-counterfactual traces)",
+    )
+    parser.add_argument(
+        "--signals",
+        action="store_true",
+        help="the router also reads the low model's signals at the step (entropy, margin, loops, step), "
+        "as the probe does; the traces must record the low model's scores",
+    )
 
 
 def _run_train_klst(args: argparse.Namespace) -> int:
     from precision_router.arguments import check_train_klst_args
     from precision_router.routing.encoder import DEFAULT_ENCODER, StepEncoder
     from precision_router.routing.network import RouterConfig
+    from precision_router.routing.probe import FEATURES
     from precision_router.traces.store import read_trace_files
     from precision_router.training.klst import KLSTConfig, train_klst
 
@@ -82,7 +96,8 @@ def _run_train_klst(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         seed=args.seed,
         successful_only=not args.all_episodes,
-        router=RouterConfig(max_steps=args.max_steps),
+        router=RouterConfig(max_steps=args.max_steps, n_signals=len(FEATURES) if args.signals else 0),
+        labels=args.labels,
     )
     result = train_klst(episodes, args.out, encoder=StepEncoder(args.encoder or DEFAULT_ENCODER), config=config)
     print(result.summary())

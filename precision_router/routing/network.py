@@ -35,6 +35,10 @@ class RouterConfig:
         n_routes: ``K``, the number of precisions (index 0 = low, index K-1 = high).
         dropout: dropout inside the encoder layers.
         encoder: name of the sentence encoder whose embeddings the router reads.
+        n_signals: 0 (text only, the paper's router), or ``len(probe.FEATURES)``: the low model's
+            signals at the step (:func:`~precision_router.routing.probe.probe_features`: entropy,
+            top-1, margin, candidates, loop signals, step index) are standardised, projected and
+            added to the pooled text representation before the head.
     """
 
     embed_dim: int = 384
@@ -45,6 +49,7 @@ class RouterConfig:
     n_routes: int = 2
     dropout: float = 0.1
     encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
+    n_signals: int = 0
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "d_model", "n_layers", "n_heads", "max_steps", "n_routes"):
@@ -66,6 +71,11 @@ class RouterConfig:
             raise ValueError(msg)
         if self.max_steps < 1:
             msg = f"max_steps must be positive, got {self.max_steps}"
+            raise ValueError(msg)
+        from precision_router.routing.probe import FEATURES
+
+        if isinstance(self.n_signals, bool) or self.n_signals not in (0, len(FEATURES)):
+            msg = f"n_signals must be 0 (text only) or {len(FEATURES)} (the probe's signals), got {self.n_signals!r}"
             raise ValueError(msg)
 
 
@@ -128,21 +138,41 @@ class RouterNet(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.n_routes)
+        self.signal_mean: torch.Tensor
+        self.signal_std: torch.Tensor
+        if config.n_signals:
+            self.signal_proj = nn.Linear(config.n_signals, config.d_model)
+            self.register_buffer("signal_mean", torch.zeros(config.n_signals))
+            self.register_buffer("signal_std", torch.ones(config.n_signals))
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, K)`` for embeddings ``x`` ``(B, T, E)`` with validity mask ``valid`` ``(B, T)``."""
+    def set_signal_scale(self, signals: torch.Tensor) -> None:
+        """Standardise the signals by these rows' mean and spread (the trainer calls it on its training steps)."""
+        self.signal_mean.copy_(signals.mean(dim=0))
+        self.signal_std.copy_(signals.std(dim=0).nan_to_num(1.0).clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, signals: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, K)`` for embeddings ``x`` ``(B, T, E)`` with validity mask ``valid`` ``(B, T)``.
+
+        ``signals`` ``(B, n_signals)``: the low model's signals at each step, for a router with
+        ``config.n_signals``.
+        """
         positions = torch.arange(x.shape[1], device=x.device)
         h = self.proj(x) + self.pos(positions)[None]
         h = self.encoder(h, src_key_padding_mask=~valid)
         last = valid.long().sum(dim=1) - 1
         pooled = self.norm(h[torch.arange(h.shape[0], device=h.device), last])
+        if self.config.n_signals:
+            if signals is None:
+                msg = "this router reads the low model's signals: pass signals (B, n_signals)"
+                raise ValueError(msg)
+            pooled = pooled + self.signal_proj((signals.to(pooled.dtype) - self.signal_mean) / self.signal_std)
         return self.head(pooled)
 
     @torch.inference_mode()
-    def probs(self, seqs: list[torch.Tensor]) -> torch.Tensor:
+    def probs(self, seqs: list[torch.Tensor], signals: torch.Tensor | None = None) -> torch.Tensor:
         """Route probabilities ``(B, K)`` for unpadded sequences (eval mode, no grad)."""
         x, valid = pad_sequences(seqs, self.config.max_steps)
-        return F.softmax(self(x, valid), dim=-1)
+        return F.softmax(self(x, valid, signals), dim=-1)
 
     # -- checkpoints --------------------------------------------------------------------------
     def fingerprint(self) -> str:

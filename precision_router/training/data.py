@@ -15,7 +15,7 @@ import torch
 from precision_router.routing.base import RoutingState, history_from_steps
 from precision_router.traces.schema import Episode
 
-__all__ = ["EmbeddingCache", "StepRecord", "episode_states", "sequences"]
+__all__ = ["EmbeddingCache", "StepRecord", "episode_states", "sequences", "signal_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +31,32 @@ class StepRecord:
     route: str
 
 
-def episode_states(episode: Episode) -> list[StepRecord]:
-    """The routing state before each step of ``episode`` (the same state the router saw live)."""
+def episode_states(episode: Episode, *, signals: bool = False) -> list[StepRecord]:
+    """The routing state before each step of ``episode`` (the same state the router saw live).
+
+    ``signals=True``: each state also carries the scores the step recorded as ``extras`` (the low
+    model's log-probabilities over the candidates, ...; see
+    :func:`~precision_router.evaluation.calibration.recorded_state`), for routers that read them.
+    """
+    from precision_router.evaluation.calibration import recorded_state
+
     actions = [s.action for s in episode.steps]
     observations = [s.observation for s in episode.steps]
     records = []
     for t, step in enumerate(episode.steps):
         history = history_from_steps(actions[:t], observations[: t + 1])
         state = RoutingState(episode.task, history, episode.conversation_id)
+        if signals:
+            state = recorded_state(step, state)
         records.append(StepRecord(episode.episode_id, t, state, step.kl, step.route))
     return records
+
+
+def signal_rows(records: Sequence[StepRecord]) -> torch.Tensor:
+    """The low model's signals (:func:`~precision_router.routing.probe.probe_features`) of each record's state."""
+    from precision_router.routing.probe import probe_features
+
+    return torch.tensor([probe_features(r.state) for r in records], dtype=torch.float32)
 
 
 class EmbeddingCache:

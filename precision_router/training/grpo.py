@@ -34,7 +34,7 @@ from precision_router.routing.base import Router
 from precision_router.routing.learned import LearnedRouter
 from precision_router.routing.network import RouterConfig, RouterNet, pad_sequences
 from precision_router.traces.schema import Episode
-from precision_router.training.data import EmbeddingCache, episode_states, sequences
+from precision_router.training.data import EmbeddingCache, episode_states, sequences, signal_rows
 
 __all__ = ["GRPOConfig", "GRPOResult", "episode_return", "group_advantages", "load_resume_state", "train_grpo"]
 
@@ -138,15 +138,16 @@ class _SequencePolicy:
         """``log pi(route)``, ``KL`` and the episode index of every step of ``episodes``."""
         records, owners = [], []
         for k, episode in enumerate(episodes):
-            for record in episode_states(episode):
+            for record in episode_states(episode, signals=bool(net.config.n_signals)):
                 records.append(record)
                 owners.append(k)
         seqs = sequences(records, self.cache, net.config.max_steps)
         routes = torch.tensor([net.config.n_routes - 1 if r.route == "high" else 0 for r in records])
         x, valid = pad_sequences(seqs, net.config.max_steps)
+        signals = signal_rows(records) if net.config.n_signals else None
         with torch.no_grad():
-            ref_logits = reference(x, valid)
-        return (*_chosen_and_kl(net(x, valid), ref_logits, routes), owners)
+            ref_logits = reference(x, valid, signals)
+        return (*_chosen_and_kl(net(x, valid, signals), ref_logits, routes), owners)
 
     def finish(self) -> None:
         self.cache.save()

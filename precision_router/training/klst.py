@@ -4,6 +4,11 @@ From episodes rolled out with the high model acting and both precisions' action 
 recorded (``Step.kl = KL(pi_low || pi_high)``), keep the successful episodes, label a step
 "needs high" when the empirical CDF of its KL is at least ``tau``, and train :class:`RouterNet`
 with class-weighted cross-entropy, keeping the checkpoint with the best validation loss.
+
+The same trainer takes the other label sources of :mod:`precision_router.training.labels`
+(``KLSTConfig(labels="disagree" | "counterfactual")``), and a router that also reads the low
+model's signals (``RouterConfig(n_signals=len(probe.FEATURES))``): text only, signals only (the
+probe) and both can be compared on the same labels.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from torch.nn import functional as F
 from precision_router.errors import EmptyTraceSetError
 from precision_router.routing.network import RouterConfig, RouterNet, pad_sequences
 from precision_router.traces.schema import Episode
-from precision_router.training.data import EmbeddingCache, StepRecord, episode_states, sequences
+from precision_router.training.data import EmbeddingCache, StepRecord, episode_states, sequences, signal_rows
 
 __all__ = ["KLSTConfig", "KLSTResult", "kl_labels", "klst_records", "train_klst"]
 
@@ -45,6 +50,9 @@ class KLSTConfig:
         successful_only: learn from successful episodes only (the paper); ``False`` also uses
             failed ones, for settings where the high model rarely wins.
         router: the router architecture (``embed_dim`` and ``encoder`` follow the encoder).
+        labels: ``kl`` (the paper), ``disagree`` (the precisions' top candidates differ) or
+            ``counterfactual`` (going high there wins a lost game; ``collect-counterfactual``
+            traces, whose labelled base episodes are used whether they succeeded or not).
     """
 
     tau: float = 0.85
@@ -56,8 +64,12 @@ class KLSTConfig:
     seed: int = 0
     successful_only: bool = True
     router: RouterConfig = field(default_factory=RouterConfig)
+    labels: str = "kl"
 
     def __post_init__(self) -> None:
+        if self.labels not in ("kl", "disagree", "counterfactual"):
+            msg = f"labels must be kl, disagree or counterfactual, got {self.labels!r}"
+            raise ValueError(msg)
         if not 0.0 < self.tau < 1.0:
             msg = f"tau must be in (0, 1), got {self.tau}"
             raise ValueError(msg)
@@ -80,19 +92,29 @@ class KLSTResult:
     best: dict[str, float]
     kl_values: list[float]
     plots: list[Path] = field(default_factory=list)
+    labels: str = "kl"
 
     def summary(self) -> str:
         """A few lines for the terminal."""
-        kls = sorted(self.kl_values)
-        under = sum(k < 0.05 for k in kls) / len(kls)
-        p85 = kls[min(len(kls) - 1, math.ceil(0.85 * len(kls)) - 1)]
         b = self.best
-        return "\n".join(
-            [
-                f"KL-ST router -> {self.checkpoint}",
+        if self.labels == "kl":
+            kls = sorted(self.kl_values)
+            under = sum(k < 0.05 for k in kls) / len(kls)
+            p85 = kls[min(len(kls) - 1, math.ceil(0.85 * len(kls)) - 1)]
+            data = [
                 f"  {self.episodes} episodes, {self.steps} steps; KL < 0.05 nats at {under:.1%} of steps, "
                 f"85th percentile {p85:.4f}",
                 f"  label 'needs high' for KL >= {self.kl_threshold:.4f}: {self.positive_share:.1%} of steps",
+            ]
+        else:
+            data = [
+                f"  {self.episodes} episodes, {self.steps} labelled steps; {self.labels} labels: "
+                f"{self.positive_share:.1%} of steps 'needs high'"
+            ]
+        return "\n".join(
+            [
+                f"KL-ST router -> {self.checkpoint}",
+                *data,
                 f"  best epoch {self.best_epoch}: val loss {b['val_loss']:.4f}, accuracy {b['val_accuracy']:.3f}, "
                 f"precision {b['val_precision']:.3f}, recall {b['val_recall']:.3f} (majority {b['val_majority']:.3f})",
             ]
@@ -128,7 +150,7 @@ def klst_records(episodes: Sequence[Episode], successful_only: bool = True) -> l
             "train on all episodes (successful_only=False, --all-episodes)"
         )
         raise EmptyTraceSetError(msg)
-    records = [r for e in won for r in episode_states(e) if r.kl is not None and math.isfinite(r.kl)]
+    records = [r for e in won for r in episode_states(e, signals=True) if r.kl is not None and math.isfinite(r.kl)]
     if not records:
         msg = (
             "the successful episodes carry no KL values: record both precisions' distributions "
@@ -150,15 +172,41 @@ def _split(records: list[StepRecord], fraction: float, seed: int) -> tuple[list[
     return train, val
 
 
+def _training_steps(episodes: Sequence[Episode], config: KLSTConfig) -> tuple[list[StepRecord], torch.Tensor, float]:
+    """The labelled steps, their labels and the KL cut-off (``nan`` for other label sources)."""
+    if config.labels == "kl":
+        records = klst_records(episodes, config.successful_only)
+        labels, threshold = kl_labels([float(r.kl) for r in records], config.tau)  # type: ignore[arg-type]
+        return records, labels, threshold
+    from precision_router.training.labels import labelled_records
+
+    # counterfactual labels sit on the base episodes, which mostly lost: keep them all
+    keep_all = not config.successful_only or config.labels == "counterfactual"
+    pool = list(episodes) if keep_all else [e for e in episodes if e.success]
+    records, values = labelled_records(pool, config.labels, tau=config.tau)  # type: ignore[arg-type]
+    if len(set(values)) < 2:
+        msg = (
+            f"the {len(values)} {config.labels}-labelled steps hold one class only ({sum(values)} 'needs high'): "
+            "label more steps or games (both classes are needed to train a router)"
+        )
+        raise EmptyTraceSetError(msg)
+    return records, torch.tensor(values), float("nan")
+
+
 @torch.no_grad()
 def _evaluate(
-    net: RouterNet, seqs: list[torch.Tensor], labels: torch.Tensor, weights: torch.Tensor, batch: int
+    net: RouterNet,
+    seqs: list[torch.Tensor],
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    batch: int,
+    signals: torch.Tensor | None = None,
 ) -> dict[str, float]:
     net.eval()
     preds, losses = [], []
     for start in range(0, len(seqs), batch):
         x, valid = pad_sequences(seqs[start : start + batch], net.config.max_steps)
-        logits = net(x, valid)
+        logits = net(x, valid, None if signals is None else signals[start : start + batch])
         y = labels[start : start + batch]
         losses.append(F.cross_entropy(logits, y, weight=weights, reduction="sum").item())
         preds.append(logits.argmax(dim=-1))
@@ -204,7 +252,7 @@ def train_klst(
     from tqdm.auto import tqdm
 
     config = config or KLSTConfig()
-    records = klst_records(episodes, config.successful_only)
+    records, labels, threshold = _training_steps(episodes, config)
     if encoder is None:
         from precision_router.routing.encoder import StepEncoder
 
@@ -213,8 +261,8 @@ def train_klst(
     out = Path(out)
     cache = EmbeddingCache(encoder, embedding_cache or out.with_name(out.name + ".emb.pt"))
     seqs = sequences(records, cache, router_config.max_steps, progress=progress)
-    kls = [float(r.kl) for r in records]  # type: ignore[arg-type]
-    labels, threshold = kl_labels(kls, config.tau)
+    kls = [float(r.kl) for r in records if r.kl is not None]
+    signals = signal_rows(records) if router_config.n_signals else None
     train_idx, val_idx = _split(records, config.val_fraction, config.seed)
     if not val_idx:
         logger.warning("too few episodes for a validation split: validating on the training steps")
@@ -223,9 +271,12 @@ def train_klst(
     weights = (counts.sum() / (2 * counts.clamp(min=1))).float()
     torch.manual_seed(config.seed)
     net = RouterNet(router_config)
+    if signals is not None:
+        net.set_signal_scale(signals[train_idx])
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     val_seqs = [seqs[i] for i in val_idx]
     val_labels = labels[val_idx]
+    val_signals = None if signals is None else signals[val_idx]
     rng = random.Random(config.seed)
     history: list[dict[str, float]] = []
     best: dict[str, float] | None = None
@@ -238,13 +289,14 @@ def train_klst(
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             x, valid = pad_sequences([seqs[i] for i in batch], router_config.max_steps)
-            loss = F.cross_entropy(net(x, valid), labels[batch], weight=weights)
+            batch_signals = None if signals is None else signals[batch]
+            loss = F.cross_entropy(net(x, valid, batch_signals), labels[batch], weight=weights)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item() * len(batch)
             count += len(batch)
-        metrics = _evaluate(net, val_seqs, val_labels, weights, config.batch_size)
+        metrics = _evaluate(net, val_seqs, val_labels, weights, config.batch_size, val_signals)
         row = {"epoch": epoch, "train_loss": total / max(count, 1), **{f"val_{k}": v for k, v in metrics.items()}}
         history.append(row)
         logger.info("epoch %d: %s", epoch, row)
@@ -253,6 +305,7 @@ def train_klst(
             net.save(
                 out,
                 stage="klst",
+                labels=config.labels,
                 tau=config.tau,
                 kl_threshold=threshold,
                 epoch=epoch,
@@ -270,12 +323,12 @@ def train_klst(
         best_epoch=best_epoch,
         best=best,
         kl_values=kls,
+        labels=config.labels,
     )
     if plots:
         from precision_router.evaluation.plots import plot_kl_histogram, plot_training_curves
 
-        result.plots = [
-            plot_kl_histogram(kls, threshold, out.with_name(out.stem + "-kl.png"), tau=config.tau),
-            plot_training_curves(history, out.with_name(out.stem + "-training.png")),
-        ]
+        if config.labels == "kl":
+            result.plots.append(plot_kl_histogram(kls, threshold, out.with_name(out.stem + "-kl.png"), tau=config.tau))
+        result.plots.append(plot_training_curves(history, out.with_name(out.stem + "-training.png")))
     return result

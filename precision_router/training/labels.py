@@ -14,13 +14,16 @@ should go high.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from precision_router.errors import EmptyTraceSetError
 from precision_router.routing.base import RoutingState
 from precision_router.traces.schema import Episode
 
-__all__ = ["LabelSource", "labelled_states"]
+if TYPE_CHECKING:
+    from precision_router.training.data import StepRecord
+
+__all__ = ["LabelSource", "labelled_records", "labelled_states"]
 
 LabelSource = Literal["counterfactual", "kl", "disagree"]
 
@@ -28,13 +31,20 @@ LabelSource = Literal["counterfactual", "kl", "disagree"]
 def labelled_states(
     episodes: Sequence[Episode], by: LabelSource = "counterfactual", *, tau: float = 0.85
 ) -> tuple[list[RoutingState], list[int]]:
-    """The labelled steps of ``episodes`` as routing states and 0/1 labels.
+    """The labelled steps of ``episodes`` as routing states and 0/1 labels (see :func:`labelled_records`)."""
+    records, labels = labelled_records(episodes, by, tau=tau)
+    return [r.state for r in records], labels
+
+
+def labelled_records(
+    episodes: Sequence[Episode], by: LabelSource = "counterfactual", *, tau: float = 0.85
+) -> tuple[list[StepRecord], list[int]]:
+    """The labelled steps of ``episodes`` as :class:`StepRecord` (states with the recorded signals) and 0/1 labels.
 
     Raises:
         EmptyTraceSetError: no step of ``episodes`` carries what ``by`` needs.
         ValueError: an unknown label source.
     """
-    from precision_router.evaluation.calibration import recorded_state
     from precision_router.training.counterfactual import label_of
     from precision_router.training.data import episode_states
     from precision_router.training.klst import kl_labels
@@ -42,11 +52,11 @@ def labelled_states(
     if by not in ("counterfactual", "kl", "disagree"):
         msg = f"unknown label source {by!r}; use counterfactual, kl or disagree"
         raise ValueError(msg)
-    states: list[RoutingState] = []
+    records: list[StepRecord] = []
     labels: list[int] = []
     kls: list[float] = []
     for episode in episodes:
-        for record, step in zip(episode_states(episode), episode.steps, strict=True):
+        for record, step in zip(episode_states(episode, signals=True), episode.steps, strict=True):
             if by == "counterfactual":
                 label = label_of(step.info)
             elif by == "kl":
@@ -61,11 +71,11 @@ def labelled_states(
                     )
             if label is None:
                 continue
-            states.append(recorded_state(step, record.state))
+            records.append(record)
             labels.append(label)
             if by == "kl":
                 kls.append(float(step.kl))  # type: ignore[arg-type]
-    if not states:
+    if not records:
         hint = {
             "counterfactual": "collect them with `precision-router collect-counterfactual`",
             "kl": "record both precisions with `precision-router collect-kl`",
@@ -75,4 +85,4 @@ def labelled_states(
         raise EmptyTraceSetError(msg)
     if by == "kl":
         labels = [int(v) for v in kl_labels(kls, tau)[0].tolist()]
-    return states, labels
+    return records, labels
