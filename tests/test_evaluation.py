@@ -110,3 +110,42 @@ def test_paired_table_compares_with_low_and_the_nearest_random():
     assert [(r[0].lstrip("| "), r[1]) for r in rows] == [("learned:r.pt", "low"), ("learned:r.pt", "random:0.2")]
     assert rows[0][2].startswith("+0.300") and rows[0][3].rstrip(" |") == "3 / 0"
     assert paired_table(results[:2]) == ""
+
+
+def _randomised_games(n_games: int, p: float, decisive: int, seed: int) -> list[Episode]:
+    """Random-policy episodes where only step ``decisive``'s precision matters: high wins, low loses."""
+    import random
+
+    rng = random.Random(seed)
+    episodes = []
+    for g in range(n_games):
+        routes = ["high" if rng.random() < p else "low" for _ in range(12)]
+        steps = [Step(index=i, route=r, p_high=p) for i, r in enumerate(routes)]  # type: ignore[arg-type]
+        won = routes[decisive] == "high"
+        episodes.append(Episode(steps=steps, success=won, policy=f"random:{p}", info={"game": f"game{g}"}))
+    return episodes
+
+
+def test_step_uplift_finds_the_one_step_that_decides():
+    from precision_router.evaluation import step_uplift
+
+    episodes = _randomised_games(200, 0.2, decisive=3, seed=0) + _randomised_games(200, 0.3, decisive=3, seed=1)
+    # a deterministic router's episodes are left out: its routes depend on the state
+    episodes += [Episode(steps=[Step(index=0, route="high")], success=True, policy="margin@0", info={"game": "x"})]
+    rows = step_uplift(episodes, [0, 3, 4, 12], bootstrap=50)
+    assert [(r.start, r.stop) for r in rows] == [(0, 3), (3, 4), (4, 12)]
+    before, decisive, after = rows
+    assert decisive.effect == pytest.approx(1.0) and decisive.se == pytest.approx(0.0, abs=1e-9)
+    assert decisive.steps == 400 and 0 < decisive.high < 400
+    for row in (before, after):
+        assert row.effect is not None and abs(row.effect) < 3 * row.se + 0.05 and row.se > 0
+
+
+def test_step_uplift_refuses_traces_without_randomised_routes():
+    from precision_router.errors import EmptyTraceSetError
+    from precision_router.evaluation import step_uplift
+
+    with pytest.raises(EmptyTraceSetError, match="random:<p>"):
+        step_uplift([_episode("hl", True)])
+    with pytest.raises(ValueError, match="increasing"):
+        step_uplift(_randomised_games(4, 0.5, 0, 0), [5, 2])

@@ -1,6 +1,7 @@
 """Every Python snippet in the README and the docs runs (in a scratch folder)."""
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ def _params():
         for i, code in enumerate(blocks):
             real = any(marker in code for marker in REAL_MODEL)
             marks = [pytest.mark.slow, pytest.mark.real_model] if real else []
-            yield pytest.param(code, id=f"{doc.stem}-block{i}", marks=marks)
+            yield pytest.param(textwrap.dedent(code), id=f"{doc.stem}-block{i}", marks=marks)
 
 
 def test_docs_have_snippets():

@@ -10,10 +10,12 @@ from precision_router.evaluation.report import (
     plot_frontier,
     report_table,
 )
+from precision_router.evaluation.uplift import UpliftRow, step_uplift
 
 __all__ = [
     "PolicyResult",
     "RunMetrics",
+    "UpliftRow",
     "binomial_se",
     "cpt",
     "ghc",
@@ -23,5 +25,6 @@ __all__ = [
     "pgr",
     "plot_frontier",
     "report_table",
+    "step_uplift",
     "summarize",
 ]
