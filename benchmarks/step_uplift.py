@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"`{command}`",
         "",
-        "| steps | success with the step high minus low (points) | ± SE (bootstrap over games) | steps | of which high |",
+        "| steps | success with the step high minus low (points) | ± SE (bootstrap, games) | steps | high |",
         "| --- | --- | --- | --- | --- |",
     ]
     for row in rows:
