@@ -15,22 +15,12 @@
 #   python benchmarks/real_router_table.py runs/real/eval.jsonl runs/real/heldout.jsonl --versus ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
+source benchmarks/real_env.sh
 GAMES=${GAMES:-60}
-DATA=${DATA:-../shared/alfworld}
-TRACES=${TRACES:-runs/real/heldout.jsonl}
-CALIBRATION=${CALIBRATION:-runs/real/calib-low.jsonl}
-PR=${PR:-.venv/bin/precision-router}
-export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
-
-# the thresholded routers are calibrated exactly as on valid_seen: on the 140 low-only valid_seen
-# episodes' step scores (no outcomes), so they are the same routers
-if [[ ! -s $CALIBRATION ]]; then
-    mkdir -p "$(dirname "$CALIBRATION")"
-    gunzip -c benchmarks/results/real/eval-episodes.jsonl.gz |
-        python3 -c 'import json,sys; [sys.stdout.write(l) for l in sys.stdin if json.loads(l)["policy"] == "low"]' \
-            >"$CALIBRATION"
-fi
+TRACES=${TRACES:-$OUT/heldout.jsonl}
+# the thresholded routers are calibrated exactly as on valid_seen (on the 140 low-only valid_seen
+# episodes' step scores, no outcomes), so they are the same routers
+CALIBRATION=${CALIBRATION:-$OUT/calib-low.jsonl}
 
 POLICIES=("$@")
 if [[ ${#POLICIES[@]} -eq 0 ]]; then
@@ -52,6 +42,6 @@ for policy in "${POLICIES[@]}"; do
     echo "== $policy on $GAMES held-out train games"
     "$PR" eval --setting real --data "$DATA" --split train --skip 400 --games "$GAMES" \
         --policies "$policy" --calibration-traces "$CALIBRATION" \
-        --traces "$TRACES" --out runs/real/report-heldout.md --workers 2
+        --traces "$TRACES" --out "$OUT/report-heldout.md" --workers 2
 done
 echo "done"

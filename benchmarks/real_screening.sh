@@ -20,29 +20,17 @@
 #       benchmarks/real_screening.sh                                              # a smoke test
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-DATA=${DATA:-../shared/alfworld}
-OUT=${OUT:-runs/real}
-PR=${PR:-.venv/bin/precision-router}
-PY=${PY:-.venv/bin/python}
+source benchmarks/real_env.sh
 ITERATIONS=${ITERATIONS:-10}
 GRPO_GAMES=${GRPO_GAMES:-48}
 SCREEN_GAMES=${SCREEN_GAMES:-48}
 STEPS=${STEPS:-"klst variants offline grpo-aggregate grpo-sequence eval"}
 read -r -a EXTRA_ARGS <<<"${EXTRA:-}"
-export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
-mkdir -p "$OUT"
 
-# inputs committed as episodes: the collect-kl traces, the counterfactual pilot's labelled
-# episodes (train games 0-19) and the low-only valid_seen episodes (the
-# thresholds of the margin, probe and KL-ST routers are set on their step scores, no outcomes)
+# inputs committed as episodes: the collect-kl traces and the counterfactual pilot's labelled
+# episodes (train games 0-19)
 [[ -s $OUT/kl-train.jsonl ]] || gunzip -c benchmarks/results/real/kl-train-episodes.jsonl.gz >"$OUT/kl-train.jsonl"
 [[ -s $OUT/cf-train.jsonl ]] || gunzip -c benchmarks/results/real/cf-train-episodes.jsonl.gz >"$OUT/cf-train.jsonl"
-if [[ ! -s $OUT/calib-low.jsonl ]]; then
-    gunzip -c benchmarks/results/real/eval-episodes.jsonl.gz |
-        python3 -c 'import json,sys; [sys.stdout.write(l) for l in sys.stdin if json.loads(l)["policy"] == "low"]' \
-            >"$OUT/calib-low.jsonl"
-fi
 
 game_args=(--setting real --data "$DATA" --split train --seed 0 "${EXTRA_ARGS[@]}")
 grpo_args=(--skip 48 --games "$GRPO_GAMES" --group-size 4 --tasks-per-iteration 4 --iterations "$ITERATIONS")
@@ -73,7 +61,6 @@ for step in $STEPS; do
         # every stateless variant scored offline against the disagreement oracle's steps (the 140
         # valid_seen games played by oracle-disagree: fp32's trajectory, both precisions scored)
         echo "== offline screen (ROC AUC against disagreement on fp32's trajectories)"
-        [[ -s $OUT/eval.jsonl ]] || gunzip -c benchmarks/results/real/eval-episodes.jsonl.gz >"$OUT/eval.jsonl"
         routers=(--router "kl-st text=learned:$OUT/klst.pt")
         for labels in disagree counterfactual; do
             routers+=(--router "$labels text=learned:$OUT/text-$labels.pt")

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["COMMANDS", "ENTRY_POINT_GROUP", "Command", "all_commands", "build_parser", "main", "plugin_commands"]
 
@@ -110,10 +111,40 @@ def _add_train_probe(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("traces", nargs="+", type=Path, help="JSONL traces with labelled steps")
     parser.add_argument("--out", type=Path, required=True, help="probe file to write (JSON)")
     parser.add_argument(
-        "--labels", choices=["counterfactual", "kl", "disagree"], default="counterfactual", help="what labels a step"
+        "--labels",
+        choices=["counterfactual", "kl", "disagree", "uplift"],
+        default="counterfactual",
+        help="what labels a step; uplift: the outcomes of random-policy episodes, weighted by the routes' "
+        "probabilities (what going high is worth; no 0/1 label)",
     )
     parser.add_argument("--tau", type=float, default=0.85, help="with --labels kl: empirical-CDF threshold")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def _run_train_uplift_probe(args: argparse.Namespace, episodes: list[Any]) -> int:
+    from precision_router.routing.probe import FEATURES, LOW_MODEL_FEATURES, train_uplift_probe
+    from precision_router.training.labels import uplift_records
+
+    records, effects = uplift_records(episodes)
+    states = [r.state for r in records]
+    # a feature counts only if every step recorded it: random policies score only the acting
+    # model, so the low model's signals are missing exactly on the high steps, and a regression
+    # on them would learn the route, not the state
+    scored = all(s.extras.get("low_logprobs") for s in states)
+    features = FEATURES if scored else tuple(f for f in FEATURES if f not in LOW_MODEL_FEATURES)
+    if not scored:
+        print(
+            "the low model's signals are missing on some steps (high steps of a random policy are scored by the high "
+            "model only): the probe reads the history and the step index only"
+        )
+    probe = train_uplift_probe(states, effects, features=features)
+    probe.save(args.out)
+    weights = ", ".join(f"{f} {w:+.2f}" for f, w in zip(FEATURES, probe.weights, strict=True) if w)
+    print(
+        f"uplift probe trained on {len(states)} steps of random-policy episodes; weights (standardised): {weights}; "
+        f"wrote {args.out} (calibrate it: calibrated:probe:{args.out}:<share>)"
+    )
+    return 0
 
 
 def _run_train_probe(args: argparse.Namespace) -> int:
@@ -124,6 +155,8 @@ def _run_train_probe(args: argparse.Namespace) -> int:
 
     check_train_probe_args(args)
     episodes = read_trace_files(args.traces)
+    if args.labels == "uplift":
+        return _run_train_uplift_probe(args, episodes)
     states, labels = labelled_states(episodes, args.labels, tau=args.tau)
     probe = train_probe(states, labels, seed=args.seed)
     probe.save(args.out)

@@ -70,7 +70,7 @@ def test_a_window_and_a_random_base():
 
 
 def test_branch_router_passes_capabilities_through():
-    probe = ProbeRouter([0.0] * len(FEATURES), 0.0, [0.0] * len(FEATURES), [1.0] * len(FEATURES))
+    probe = ProbeRouter([1.0] + [0.0] * (len(FEATURES) - 1), 0.0, [0.0] * len(FEATURES), [1.0] * len(FEATURES))
     branch = BranchRouter(probe, 2)
     assert branch.needs_scores == ("low",) and branch.name == "probe+high@2"
     with pytest.raises(ValueError, match="window"):
@@ -144,3 +144,59 @@ def test_reference_advantages():
     guided = group_advantages([0.0, 0.0, 1.0, 1.0], references=[1.0, 1.0])
     assert plain[0] < 0 < plain[2]
     assert guided[2] > 0 and guided[0] < plain[0]  # failing to match the references costs more
+
+
+def _random_toy_episodes(marked: int, n: int) -> list[Episode]:
+    episodes = []
+    for seed in range(n):
+        episode = toy_play(marked)(RandomRouter(0.3, seed=seed))
+        episode.policy = "random:0.3"
+        episodes.append(episode)
+    return episodes
+
+
+def test_an_uplift_probe_learns_from_random_routes_which_step_decides():
+    from precision_router.routing.probe import train_uplift_probe
+    from precision_router.training.labels import uplift_records
+
+    episodes = _random_toy_episodes(2, 300)
+    assert 0 < sum(e.success for e in episodes) < len(episodes)
+    records, effects = uplift_records([*episodes, toy_play(2)(AlwaysLow())])  # the non-random episode is left out
+    assert len(records) == 300 * STEPS
+    won_high = [e for r, e in zip(records, effects, strict=True) if r.index == 2 and e > 0]
+    assert won_high and all(e == pytest.approx(1 / 0.3) for e in won_high)
+    probe = train_uplift_probe([r.state for r in records], effects)
+    assert probe.needs_scores == ("low",)
+    scores = [probe.score(r.state) for r in records[:STEPS]]
+    assert max(range(STEPS), key=scores.__getitem__) == 2
+    # calibrated to one step in six, it routes exactly the deciding step high and wins
+    router = probe.with_threshold(sorted(probe.score(r.state) for r in records)[-300])
+    played = toy_play(2)(router)
+    assert played.success and [s.route for s in played.steps] == ["high" if t == 2 else "low" for t in range(STEPS)]
+
+
+def test_an_uplift_probe_without_the_low_models_signals(tmp_path):
+    from precision_router.cli import main
+    from precision_router.errors import EmptyTraceSetError
+    from precision_router.routing.probe import LOW_MODEL_FEATURES, ProbeTrainingError, train_uplift_probe
+    from precision_router.traces import JsonlTraceStore
+    from precision_router.training.labels import uplift_records
+
+    episodes = _random_toy_episodes(1, 200)
+    for episode in episodes:  # as a random policy records them: the high steps carry no low-model scores
+        for step in episode.steps:
+            if step.route == "high":
+                step.logprobs = None
+    traces = tmp_path / "random.jsonl"
+    JsonlTraceStore(traces).extend(episodes)
+    out = tmp_path / "uplift.json"
+    assert main(["train-probe", str(traces), "--labels", "uplift", "--out", str(out)]) == 0
+    probe = ProbeRouter.load(out)
+    assert probe.needs_scores == () and all(probe.weights[FEATURES.index(f)] == 0 for f in LOW_MODEL_FEATURES)
+    scores = [probe.score(state) for state in (r.state for r in uplift_records(episodes[:1])[0])]
+    assert scores[1] > max(scores[3:])  # from the history and the step index alone: early steps first
+    with pytest.raises(EmptyTraceSetError, match="random:<p>"):
+        uplift_records([toy_play(1)(AlwaysLow())])
+    with pytest.raises(ProbeTrainingError, match="unknown probe features"):
+        records, effects = uplift_records(episodes)
+        train_uplift_probe([r.state for r in records], effects, features=["colour"])

@@ -28,7 +28,16 @@ from typing import Any
 from precision_router.errors import PrecisionRouterError
 from precision_router.routing.base import RouteDecision, RoutingState, threshold_name
 
-__all__ = ["FEATURES", "ProbeCheckpointError", "ProbeRouter", "ProbeTrainingError", "probe_features", "train_probe"]
+__all__ = [
+    "FEATURES",
+    "LOW_MODEL_FEATURES",
+    "ProbeCheckpointError",
+    "ProbeRouter",
+    "ProbeTrainingError",
+    "probe_features",
+    "train_probe",
+    "train_uplift_probe",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +55,8 @@ FEATURES: tuple[str, ...] = (
     "step",
 )
 """Feature names, in the order of the probe's weights."""
+LOW_MODEL_FEATURES: tuple[str, ...] = FEATURES[:4]
+"""The features read from the low model's scores (0 on a step without them)."""
 
 
 class ProbeCheckpointError(PrecisionRouterError):
@@ -98,8 +109,6 @@ class ProbeRouter:
         name: policy name recorded in traces.
     """
 
-    needs_scores = ("low",)
-
     def __init__(
         self,
         weights: Sequence[float],
@@ -124,6 +133,14 @@ class ProbeRouter:
         self.std = [max(float(s), 1e-6) for s in std]
         self.threshold = float(threshold)
         self.name = name
+
+    @property
+    def needs_scores(self) -> tuple[str, ...]:
+        """``("low",)`` (the low model scores the candidates before each step), or ``()``.
+
+        ``()`` when every low-model feature has weight 0 (an uplift probe trained on steps without them).
+        """
+        return ("low",) if any(self.weights[FEATURES.index(f)] for f in LOW_MODEL_FEATURES) else ()
 
     @property
     def version(self) -> str:
@@ -241,6 +258,60 @@ def train_probe(
         optimizer.step()
     logger.info("probe trained on %d steps (%d positive): loss %.4f", len(y), int(positives), float(loss.detach()))
     return ProbeRouter(w.detach().tolist(), float(b.detach()), mean.tolist(), std.tolist())
+
+
+def train_uplift_probe(
+    states: Sequence[RoutingState],
+    effects: Sequence[float],
+    *,
+    features: Sequence[str] | None = None,
+    l2: float = 10.0,
+) -> ProbeRouter:
+    """Fit a probe whose score ranks steps by the estimated effect of routing them high.
+
+    ``effects`` are unbiased but noisy per-step estimates of that effect, such as the
+    inverse-propensity-weighted outcomes of randomised routes
+    (:func:`~precision_router.training.labels.uplift_records`); a ridge regression of them on the
+    standardised ``features`` (default: all of :data:`FEATURES`) estimates the expected effect
+    given the features. The other features get weight 0. The probe's ``p_high`` is a monotone
+    transform of that estimate, not a probability: calibrate it to a share.
+
+    Raises:
+        ProbeTrainingError: no states, mismatched lengths, or an unknown feature.
+    """
+    import torch
+
+    if len(states) != len(effects) or not states:
+        msg = f"train_uplift_probe needs as many effects as states (>0), got {len(states)} and {len(effects)}"
+        raise ProbeTrainingError(msg)
+    chosen = list(FEATURES if features is None else features)
+    unknown = sorted(set(chosen) - set(FEATURES))
+    if unknown or not chosen:
+        msg = f"unknown probe features {unknown}; choose among {list(FEATURES)}"
+        raise ProbeTrainingError(msg)
+    columns = [FEATURES.index(f) for f in FEATURES if f in chosen]
+    x = torch.tensor([probe_features(s) for s in states], dtype=torch.float64)
+    y = torch.tensor([float(v) for v in effects], dtype=torch.float64)
+    mean, std = x.mean(dim=0), x.std(dim=0).nan_to_num(1.0).clamp_min(1e-6)
+    z = ((x - mean) / std)[:, columns]
+    a = torch.cat([z, torch.ones(len(z), 1, dtype=torch.float64)], dim=1)
+    ridge = l2 * torch.eye(a.shape[1], dtype=torch.float64)
+    ridge[-1, -1] = 0.0  # the intercept is not shrunk
+    solution = torch.linalg.solve(a.T @ a + ridge, a.T @ y)
+    # scaled so that a one-SD change of the estimated effect moves the logit by ~1
+    scale = float((z @ solution[:-1]).std().nan_to_num(0.0))
+    factor = 1.0 / scale if scale > 1e-12 else 1.0
+    weights = [0.0] * len(FEATURES)
+    for column, w in zip(columns, solution[:-1].tolist(), strict=True):
+        weights[column] = w * factor
+    logger.info(
+        "uplift probe on %d steps, features %s: weights %s (mean effect %.4f)",
+        len(y),
+        [FEATURES[c] for c in columns],
+        [round(weights[c], 3) for c in columns],
+        float(y.mean()),
+    )
+    return ProbeRouter(weights, float(solution[-1]) * factor, mean.tolist(), std.tolist())
 
 
 def recorded_extras(step: Any) -> dict[str, Any]:

@@ -9,6 +9,13 @@ should go high.
 - ``kl``: the step's ``KL(pi_low || pi_high)`` is in the top ``1 - tau`` of the set (KL-ST's rule);
 - ``disagree``: the two precisions' most likely candidates differ (raw scores, before any agent
   penalties).
+
+:func:`uplift_records` gives no 0/1 label but a per-step estimate of what going high is worth,
+from episodes of a random policy (a randomised experiment): the episode's outcome weighted by
+the inverse probability of the step's route, ``+success / p`` when it went high and
+``-success / (1 - p)`` when it went low. Its mean given the state is the effect of routing that
+state high on success, so a regression on it (:func:`~precision_router.routing.probe.train_uplift_probe`)
+learns where the high model pays, from outcomes alone.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from precision_router.traces.schema import Episode
 if TYPE_CHECKING:
     from precision_router.training.data import StepRecord
 
-__all__ = ["LabelSource", "labelled_records", "labelled_states"]
+__all__ = ["LabelSource", "labelled_records", "labelled_states", "uplift_records"]
 
 LabelSource = Literal["counterfactual", "kl", "disagree"]
 
@@ -86,3 +93,35 @@ def labelled_records(
     if by == "kl":
         labels = [int(v) for v in kl_labels(kls, tau)[0].tolist()]
     return records, labels
+
+
+def uplift_records(episodes: Sequence[Episode]) -> tuple[list[StepRecord], list[float]]:
+    """The steps of ``episodes`` played by a random policy, and each one's inverse-propensity-weighted outcome.
+
+    A step counts when its episode was played by ``random:<p>`` (the route drawn independently of
+    the state with the recorded probability ``p_high``, strictly between 0 and 1) and has an outcome.
+
+    Raises:
+        EmptyTraceSetError: no such step.
+    """
+    from precision_router.training.data import episode_states
+
+    records: list[StepRecord] = []
+    effects: list[float] = []
+    for episode in episodes:
+        if not episode.policy.startswith("random:") or episode.success is None:
+            continue
+        won = float(episode.success)
+        for record, step in zip(episode_states(episode, signals=True), episode.steps, strict=True):
+            p = step.p_high
+            if p is None or not 0.0 < p < 1.0:
+                continue
+            records.append(record)
+            effects.append(won / p if step.route == "high" else -won / (1.0 - p))
+    if not records:
+        msg = (
+            f"no step of the {len(episodes)} episodes was routed by a random:<p> policy with a known outcome: "
+            "play some with `precision-router eval --policies random:0.2` (their routes are the experiment)"
+        )
+        raise EmptyTraceSetError(msg)
+    return records, effects
