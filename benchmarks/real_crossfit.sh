@@ -13,7 +13,10 @@
 #
 #   python benchmarks/real_router_table.py --merge uplift=probe:uplift- --versus high low random:0.2 random:0.3
 #
-# Resumable (each eval skips what its trace file holds). One heavy job at a time, 2 Ray workers.
+# SHARE=0.15 benchmarks/real_crossfit.sh calibrates to another target (the realised share is higher
+# than the target: the router's high steps come first, and the games it wins end sooner than the
+# low-only games it is calibrated on). Resumable (each eval skips what its trace file holds). One
+# heavy job at a time, 2 Ray workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/real_env.sh

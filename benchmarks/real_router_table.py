@@ -7,7 +7,7 @@ Reads the evaluation episodes (JSONL, gzip allowed) that ``precision-router eval
 wrote, groups them by policy, and writes the evaluation table (S ± SE, c, GHC, PGR, CPT), the
 paired comparisons (each routing policy against low-only, the random policy nearest in share and
 high-only) and the success-vs-share plot. Policies whose runs were split over game shards with a
-different router per shard (cross-fitted probes: ``--merge NAME=PREFIX``) are merged into one row,
+different router per shard (cross-fitted probes: ``--merge NAME=PREFIX[,PREFIX...]``) are merged into one row,
 so every row covers the same games. Policies that have not played every game yet are left out
 (``--partial``: kept, and every policy compared on the games all of them played).
 """
@@ -46,8 +46,8 @@ def read_episodes(path: Path) -> Iterator[Episode]:
 
 
 def policy_name(episode: Episode, merge: dict[str, str]) -> str:
-    for name, prefix in merge.items():
-        if episode.policy and episode.policy.startswith(prefix):
+    for name, prefixes in merge.items():
+        if episode.policy and episode.policy.startswith(tuple(prefixes.split(","))):
             return name
     return episode.policy or "?"
 
@@ -101,7 +101,7 @@ def main() -> None:
         "--merge",
         nargs="*",
         default=[],
-        help="NAME=PREFIX: policies whose name starts with PREFIX form one row NAME",
+        help="NAME=PREFIX[,PREFIX...]: policies whose name starts with one of the prefixes form one row NAME",
     )
     parser.add_argument(
         "--partial", action="store_true", help="keep policies that played fewer games: compare on the games all played"
