@@ -122,22 +122,17 @@ def _add_train_probe(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_train_uplift_probe(args: argparse.Namespace, episodes: list[Any]) -> int:
-    from precision_router.routing.probe import FEATURES, LOW_MODEL_FEATURES, train_uplift_probe
+    from precision_router.routing.probe import FEATURES, train_uplift_probe
     from precision_router.training.labels import uplift_records
 
     records, effects = uplift_records(episodes)
     states = [r.state for r in records]
-    # a feature counts only if every step recorded it: random policies score only the acting
-    # model, so the low model's signals are missing exactly on the high steps, and a regression
-    # on them would learn the route, not the state
-    scored = all(s.extras.get("low_logprobs") for s in states)
-    features = FEATURES if scored else tuple(f for f in FEATURES if f not in LOW_MODEL_FEATURES)
-    if not scored:
+    probe = train_uplift_probe(states, effects)
+    if not all(s.extras.get("low_logprobs") for s in states):
         print(
             "the low model's signals are missing on some steps (high steps of a random policy are scored by the high "
             "model only): the probe reads the history and the step index only"
         )
-    probe = train_uplift_probe(states, effects, features=features)
     probe.save(args.out)
     weights = ", ".join(f"{f} {w:+.2f}" for f, w in zip(FEATURES, probe.weights, strict=True) if w)
     print(

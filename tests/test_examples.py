@@ -36,6 +36,7 @@ def _check_custom_graph(out):
 
 def _check_collect_traces(out):
     assert out["episodes"] == 3 and out["steps"] >= 3
+    assert Path(out["uplift_probe"]).exists()  # a probe learned from the random routes' outcomes
     if "dataset_rows" in out:  # the [train] extra is installed
         assert out["dataset_rows"] == 3 and Path(out["parquet"]).exists()
 

@@ -272,9 +272,12 @@ def train_uplift_probe(
     ``effects`` are unbiased but noisy per-step estimates of that effect, such as the
     inverse-propensity-weighted outcomes of randomised routes
     (:func:`~precision_router.training.labels.uplift_records`); a ridge regression of them on the
-    standardised ``features`` (default: all of :data:`FEATURES`) estimates the expected effect
-    given the features. The other features get weight 0. The probe's ``p_high`` is a monotone
-    transform of that estimate, not a probability: calibrate it to a share.
+    standardised ``features`` estimates the expected effect given the features. The other
+    features get weight 0. Default features: all of :data:`FEATURES` when every state carries the
+    low model's scores, else all but :data:`LOW_MODEL_FEATURES` (a random policy scores only the
+    acting model, so those would be missing exactly on the high steps, and a regression on them
+    would learn the route, not the state). The probe's ``p_high`` is a monotone transform of that
+    estimate, not a probability: calibrate it to a share.
 
     Raises:
         ProbeTrainingError: no states, mismatched lengths, or an unknown feature.
@@ -284,7 +287,10 @@ def train_uplift_probe(
     if len(states) != len(effects) or not states:
         msg = f"train_uplift_probe needs as many effects as states (>0), got {len(states)} and {len(effects)}"
         raise ProbeTrainingError(msg)
-    chosen = list(FEATURES if features is None else features)
+    if features is None:
+        scored = all(s.extras.get("low_logprobs") for s in states)
+        features = FEATURES if scored else tuple(f for f in FEATURES if f not in LOW_MODEL_FEATURES)
+    chosen = list(features)
     unknown = sorted(set(chosen) - set(FEATURES))
     if unknown or not chosen:
         msg = f"unknown probe features {unknown}; choose among {list(FEATURES)}"
