@@ -24,13 +24,16 @@ CALIBRATION=${CALIBRATION:-$OUT/calib-low.jsonl}
 
 POLICIES=("$@")
 if [[ ${#POLICIES[@]} -eq 0 ]]; then
+    # the uplift probe here is trained on all 560 random-policy episodes of valid_seen (none of
+    # these games), calibrated like its cross-fitted valid_seen runs
     POLICIES=(
+        calibrated:probe:benchmarks/results/real/uplift-all.json:0.15
+        random:0.2
+        random:0.3
         high
         low
-        random:0.2
         calibrated:margin@0:0.2
         calibrated:probe:benchmarks/results/real/probe-disagree.json:0.2
-        random:0.3
         random:0.1
         oracle-disagree
         oracle-kl@3
