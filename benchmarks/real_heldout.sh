@@ -41,6 +41,10 @@ if [[ ${#POLICIES[@]} -eq 0 ]]; then
 fi
 
 mkdir -p "$(dirname "$TRACES")"
+# what earlier sessions played (committed), so a fresh machine resumes instead of replaying
+if [[ ! -s $TRACES && -s benchmarks/results/real/heldout-episodes.jsonl.gz ]]; then
+    gunzip -c benchmarks/results/real/heldout-episodes.jsonl.gz >"$TRACES"
+fi
 for policy in "${POLICIES[@]}"; do
     echo "== $policy on $GAMES held-out train games"
     "$PR" eval --setting real --data "$DATA" --split train --skip 400 --games "$GAMES" \
