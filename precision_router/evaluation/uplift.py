@@ -15,6 +15,7 @@ with a random router answer where a router should spend its budget.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import random
@@ -65,11 +66,8 @@ def _cells(episodes: Sequence[Episode], edges: Sequence[int]) -> _Cells:
     for episode in episodes:
         won = float(bool(episode.success))
         per_bucket = cells[(episode.policy, _task_of(episode))]
-        for t, step in enumerate(episode.steps):
-            bucket = next((b for b in range(len(edges) - 1) if edges[b] <= t < edges[b + 1]), None)
-            if bucket is None:
-                continue
-            row = per_bucket[bucket]
+        for t, step in enumerate(episode.steps[edges[0] : edges[-1]], start=edges[0]):
+            row = per_bucket[bisect.bisect_right(edges, t) - 1]
             offset = 0 if step.route == "high" else 2
             row[offset] += won
             row[offset + 1] += 1
