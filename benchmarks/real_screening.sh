@@ -86,12 +86,19 @@ for step in $STEPS; do
             "high|$OUT/calib-low.jsonl"
             "low|$OUT/calib-low.jsonl"
             "random:0.2|$OUT/calib-low.jsonl"
+            # the uplift probe (trained on valid_seen's random episodes) at the target that gave a
+            # ~0.24 share there: calibrated on low-only steps it routes more than its target
+            "calibrated:probe:benchmarks/results/real/uplift-all.json:0.15|$OUT/calib-low.jsonl"
             "calibrated:margin@0:0.2|$OUT/calib-low.jsonl"
             "calibrated:probe:benchmarks/results/real/probe-disagree.json:0.2|$OUT/calib-low.jsonl"
             "calibrated:learned:$OUT/klst.pt:0.2|$OUT/calib-low.jsonl"
             "calibrated:learned:$OUT/both-disagree.pt:0.2|$OUT/calib-low.jsonl"
             "calibrated:learned:$OUT/grpo-sequence.pt:0.2|$OUT/calib-low.jsonl"
             "calibrated:aggregate:$OUT/grpo-aggregate.pt:0.2|$OUT/grpo-aggregate.jsonl"
+            # counterfactual labels (the pilot's 80 steps): text only, signals only, both
+            "calibrated:learned:$OUT/text-counterfactual.pt:0.2|$OUT/calib-low.jsonl"
+            "calibrated:probe:$OUT/probe-counterfactual.json:0.2|$OUT/calib-low.jsonl"
+            "calibrated:learned:$OUT/both-counterfactual.pt:0.2|$OUT/calib-low.jsonl"
         )
         for entry in "${policies[@]}"; do
             policy=${entry%|*}
