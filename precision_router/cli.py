@@ -190,7 +190,7 @@ COMMANDS: dict[str, Command] = {
     "models": Command("list model presets, or prepare one (--prepare)", _add_models, _run_models),
     "train-klst": Command("train a router from KL-labelled traces (KL-ST)", _add_train_klst, _run_train_klst),
     "train-probe": Command(
-        "train a probe router on labelled steps (counterfactual, KL or disagreement labels)",
+        "train a probe router on labelled steps (counterfactual, KL, disagreement or uplift labels)",
         _add_train_probe,
         _run_train_probe,
     ),

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from precision_router.routing.base import ROUTES, Route, RouteDecision, Router, RoutingState
+from precision_router.routing.budget import HIGH_TOKENS
 from precision_router.routing.decision import checked_decision
 from precision_router.routing.ladder import TWO_RUNGS, PrecisionLadder
 from precision_router.traces.schema import Episode, Step
@@ -178,7 +179,8 @@ class ConversationTracker:
 
         The router sees ``RoutingState.step_index`` = ``index``; by default the larger of the
         steps recorded so far in this conversation and ``len(history)``, so repeated calls on one
-        thread advance it even when each call passes only its new messages.
+        thread advance it even when each call passes only its new messages. ``extras`` gains
+        ``"high_tokens"`` (:meth:`high_tokens`) unless the caller passes its own.
 
         Raises:
             RouteDecisionError: the router returned something that is not a valid decision
@@ -188,7 +190,8 @@ class ConversationTracker:
         if not is_anonymous(key):
             self._open(key, task)
         step = max(self.next_index(key), len(history)) if index is None else index
-        state = RoutingState(task, tuple(history), key, dict(extras or {}), step=step)
+        signals = {HIGH_TOKENS: self.high_tokens(key), **(extras or {})}
+        state = RoutingState(task, tuple(history), key, signals, step=step)
         return checked_decision(self.router.decide(state), self.router, (*ROUTES, *self.ladder.names))
 
     def _open(self, conversation_id: str, task: str) -> Episode:
@@ -306,6 +309,17 @@ class ConversationTracker:
         if is_anonymous(key):
             self.end_episode(key)
         return meta
+
+    def high_tokens(self, conversation_id: object) -> int:
+        """Tokens (input + output) of the high-rung steps recorded so far in ``conversation_id``.
+
+        Routers see it before each decision as ``state.extras["high_tokens"]`` (what a token
+        budget, :class:`~precision_router.routing.budget.BudgetRouter`, reads).
+        """
+        with self._lock:
+            episode = self._episodes.get(str(conversation_id))
+            steps = episode.steps if episode else ()
+            return sum((s.input_tokens or 0) + (s.output_tokens or 0) for s in steps if s.route == "high")
 
     def next_index(self, conversation_id: object) -> int:
         """Index the next recorded step of ``conversation_id`` will get."""

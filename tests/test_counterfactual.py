@@ -124,6 +124,27 @@ def test_a_budget_caps_high_steps_per_conversation():
         BudgetRouter(AlwaysHigh(), -1)
 
 
+def test_a_token_budget_reads_the_high_tokens_used():
+    from precision_router import AlwaysHigh
+    from precision_router.routing.budget import BudgetRouter
+
+    router = BudgetRouter(AlwaysHigh(), max_high_tokens=100)
+    assert router.decide(RoutingState("t", (), "c", {"high_tokens": 99})).route == "high"
+    assert router.decide(RoutingState("t", (("a", "o"),), "c", {"high_tokens": 100})).route == "low"
+    both = BudgetRouter(AlwaysHigh(), 1, max_high_tokens=100)  # the first budget spent wins
+    assert [both.decide(RoutingState("t", (("a", "o"),) * i, "c", {"high_tokens": 0})).route for i in range(2)] == [
+        "high",
+        "low",
+    ]
+    assert "budget1" in both.name and "budget100tok" in both.name
+    with pytest.raises(ValueError, match="high_tokens"):  # called without the tracker's count
+        router.decide(RoutingState("t", (), "c"))
+    with pytest.raises(ValueError, match="needs max_high"):
+        BudgetRouter(AlwaysHigh())
+    with pytest.raises(ValueError, match="max_high_tokens must be"):
+        BudgetRouter(AlwaysHigh(), max_high_tokens=1.5)
+
+
 def test_labelled_states_from_traces():
     from precision_router.training.labels import labelled_states
 

@@ -256,3 +256,20 @@ def test_one_call_is_one_chat_model_run():
     nested = Counter()
     RoutedChatModel(*_models(), AlwaysLow(), trace_delegate_runs=True).invoke("x", config={"callbacks": [nested]})
     assert len(nested.starts) == 2 and nested.starts[0] is None and nested.starts[1] is not None
+
+
+def test_a_token_budget_stops_high_steps_once_spent():
+    """Each scripted reply uses 12 tokens; a 30-token budget allows 3 high steps (the third crosses it)."""
+    from precision_router.routing.budget import BudgetRouter
+
+    high, low = _models()
+    model = RoutedChatModel(high, low, BudgetRouter(AlwaysHigh(), max_high_tokens=30))
+    routes = [
+        model.invoke(f"turn {i}", config={"configurable": {"thread_id": "t1"}}).response_metadata["precision_router"][
+            "route"
+        ]
+        for i in range(5)
+    ]
+    assert routes == ["high", "high", "high", "low", "low"]
+    assert model.invoke("again", config={"configurable": {"thread_id": "t2"}}).content == "from high"  # per thread
+    assert len(high.calls) == 4 and len(low.calls) == 2

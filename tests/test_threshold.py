@@ -65,7 +65,18 @@ def test_budget_specs_cap_any_policy():
     capped = router_from_spec("budget:1:random:0.5", seed=4)
     assert capped.router.p_high == 0.5 and capped.max_high == 1
     assert parse_policy_spec("budget:3:margin@-0.5").inner.kind == "margin"
-    for bad in ("budget:2", "budget:x:high", "budget:-1:high", "budget:2:sometimes"):
+    tokens = router_from_spec("budget:4000tok:random:0.5")
+    assert isinstance(tokens, BudgetRouter) and tokens.max_high_tokens == 4000 and tokens.max_high is None
+    assert parse_policy_spec("budget:4000TOK:high").tokens and not parse_policy_spec("budget:4:high").tokens
+    bad_specs = (
+        "budget:2",
+        "budget:x:high",
+        "budget:-1:high",
+        "budget:2:sometimes",
+        "budget:tok:high",
+        "budget:2t:high",
+    )
+    for bad in bad_specs:
         with pytest.raises(ValueError, match="policy"):
             router_from_spec(bad)
 

@@ -20,7 +20,7 @@ _HELP = (
     "'entropy@<threshold>', 'margin@<threshold>', 'probe:<probe.json>[@<threshold>]', "
     "'aggregate:<router.pt>[@<threshold>]', "
     "'oracle-disagree', 'oracle-kl@<threshold>', 'random-ladder:<rung>=<share>,...' or "
-    "'budget:<max_high>:<policy>'"
+    "'budget:<max_high>[tok]:<policy>'"
 )
 
 SCORING_KINDS = ("learned", "probe", "aggregate", "entropy", "margin", "oracle-kl")
@@ -35,10 +35,11 @@ class PolicySpec:
         kind: ``high``, ``low``, ``random``, ``learned``, ``probe``, ``aggregate``, ``entropy``, ``margin``,
             ``oracle-disagree``, ``oracle-kl``, ``random-ladder`` or ``budget``.
         value: ``p_high`` of ``random``, the threshold (``None`` when not given), or the
-            ``max_high`` of ``budget``.
+            budget of ``budget`` (high steps, or high tokens when ``tokens``).
         path: the checkpoint / probe file of ``learned``, ``probe`` and ``aggregate``.
         shares: ``(rung, share)`` pairs of ``random-ladder``.
         inner: the policy a ``budget`` caps (itself parsed).
+        tokens: a ``budget`` counts high tokens (``budget:4000tok:<policy>``), not high steps.
     """
 
     kind: str
@@ -46,6 +47,7 @@ class PolicySpec:
     path: str | None = None
     shares: tuple[tuple[str, float], ...] | None = None
     inner: PolicySpec | None = None
+    tokens: bool = False
 
 
 def _number(text: str, spec: str, what: str, *, unit: bool = False) -> float:
@@ -88,15 +90,21 @@ def _shares(arg: str, spec: str) -> tuple[tuple[str, float], ...]:
 
 
 def _budget(arg: str, spec: str) -> PolicySpec:
-    """``<max_high>:<policy>`` of a ``budget`` spec."""
+    """``<max_high>[tok]:<policy>`` of a ``budget`` spec."""
     count, sep, inner = arg.partition(":")
     if not sep or not inner.strip():
-        msg = f"bad policy {spec!r}: a budget is 'budget:<max_high>:<policy>'; {_HELP}"
+        msg = (
+            f"bad policy {spec!r}: a budget is 'budget:<max_high>:<policy>' (steps) "
+            f"or 'budget:<max_tokens>tok:<policy>' (tokens); {_HELP}"
+        )
         raise PolicySpecError(msg)
-    if not count.strip().isdigit():
-        msg = f"bad policy {spec!r}: max_high {count!r} is not a non-negative integer"
+    count = count.strip().lower()
+    tokens = count.endswith("tok")
+    number = count.removesuffix("tok")
+    if not number.isdigit():
+        msg = f"bad policy {spec!r}: the budget {count!r} is not a non-negative integer (steps, or tokens with 'tok')"
         raise PolicySpecError(msg)
-    return PolicySpec("budget", float(int(count)), inner=parse_policy_spec(inner))
+    return PolicySpec("budget", float(int(number)), inner=parse_policy_spec(inner), tokens=tokens)
 
 
 def _inner_text(spec: str) -> str:
@@ -149,7 +157,8 @@ def router_from_spec(spec: str, *, seed: int = 0) -> Router:
     :class:`~precision_router.routing.ladder.RandomLadderRouter` (seeded with ``seed``);
     ``budget:8:<policy>``: ``<policy>`` capped at 8 high steps per conversation
     (:class:`~precision_router.routing.budget.BudgetRouter`; ``budget:8:high`` plays the first 8
-    steps high, then low).
+    steps high, then low); ``budget:4000tok:<policy>``: capped at 4000 high tokens per
+    conversation (input + output; the step that crosses it is played, none after).
 
     Raises:
         PolicySpecError: the spec does not parse (see :func:`parse_policy_spec`).
@@ -165,7 +174,10 @@ def router_from_spec(spec: str, *, seed: int = 0) -> Router:
     if kind == "budget":
         from precision_router.routing.budget import BudgetRouter
 
-        return BudgetRouter(router_from_spec(_inner_text(spec), seed=seed), int(value))  # type: ignore[arg-type]
+        inner = router_from_spec(_inner_text(spec), seed=seed)
+        if parsed.tokens:
+            return BudgetRouter(inner, max_high_tokens=int(value))  # type: ignore[arg-type]
+        return BudgetRouter(inner, int(value))  # type: ignore[arg-type]
     if kind == "oracle-disagree":
         from precision_router.routing.oracle import OracleDisagree
 
