@@ -35,6 +35,8 @@ if [[ ${#POLICIES[@]} -eq 0 ]]; then
         calibrated:margin@0:0.2
         calibrated:probe:benchmarks/results/real/probe-disagree.json:0.2
         random:0.1
+        # the uplift probe's share over the 200 games is 0.240: its equal-share random counterpart
+        random:0.24
         oracle-disagree
         oracle-kl@3
     )
