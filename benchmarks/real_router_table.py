@@ -45,7 +45,11 @@ def read_episodes(path: Path) -> Iterator[Episode]:
                 yield Episode.model_validate_json(line)
 
 
-def policy_name(episode: Episode, merge: dict[str, str]) -> str:
+def policy_name(episode: Episode, merge: dict[str, str], runs: dict[str, str] | None = None) -> str:
+    run = str(episode.info.get("run", ""))
+    for prefix, name in (runs or {}).items():
+        if run.startswith(prefix):
+            return name
     for name, prefixes in merge.items():
         if episode.policy and episode.policy.startswith(tuple(prefixes.split(","))):
             return name
@@ -53,12 +57,17 @@ def policy_name(episode: Episode, merge: dict[str, str]) -> str:
 
 
 def build(
-    paths: list[Path], merge: dict[str, str], *, partial: bool = False, only: list[str] | None = None
+    paths: list[Path],
+    merge: dict[str, str],
+    *,
+    partial: bool = False,
+    only: list[str] | None = None,
+    runs: dict[str, str] | None = None,
 ) -> list[PolicyResult]:
     by_policy: dict[str, dict[str, Episode]] = defaultdict(dict)
     for path in paths:
         for episode in read_episodes(path):
-            name = policy_name(episode, merge)
+            name = policy_name(episode, merge, runs)
             if only and not any(name.startswith(prefix) for prefix in only):
                 continue
             by_policy[name][str(episode.info.get("game", episode.task))] = episode
@@ -104,6 +113,14 @@ def main() -> None:
         help="NAME=PREFIX[,PREFIX...]: policies whose name starts with one of the prefixes form one row NAME",
     )
     parser.add_argument(
+        "--run-name",
+        nargs="*",
+        default=[],
+        help="RUN_PREFIX=NAME: episodes whose info.run starts with RUN_PREFIX form row NAME (e.g. one policy "
+        "played with two low models)",
+    )
+    parser.add_argument("--title", default="Routers on the real games", help="the table's title")
+    parser.add_argument(
         "--partial", action="store_true", help="keep policies that played fewer games: compare on the games all played"
     )
     parser.add_argument("--only", nargs="*", help="only the policies whose names start with these")
@@ -121,12 +138,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     merge = dict(item.split("=", 1) for item in args.merge)
-    results = build(args.traces, merge, partial=args.partial, only=args.only)
+    runs = dict(item.split("=", 1) for item in args.run_name)
+    results = build(args.traces, merge, partial=args.partial, only=args.only, runs=runs)
     games = len(results[0].outcomes or {}) if results else 0
     plot = plot_frontier(results, args.out.with_suffix(".png"))
     paired = paired_table(results)
     sections = [
-        f"# Routers on the real games: {games} {args.games_label} played by every policy (seed 0)",
+        f"# {args.title}: {games} {args.games_label} played by every policy (seed 0)",
         report_table(results),
         *([PAIRED, paired] if paired else []),
         "Against " + ", ".join(args.versus) + ":",
