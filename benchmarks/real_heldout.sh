@@ -39,6 +39,8 @@ if [[ ${#POLICIES[@]} -eq 0 ]]; then
         random:0.24
         oracle-disagree
         oracle-kl@3
+        # the hand rule the uplift probe amounts to: the first 8 steps on fp32
+        budget:8:high
     )
 fi
 
