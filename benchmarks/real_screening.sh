@@ -21,7 +21,7 @@
 # $OUT when missing, and saved after every step or policy. Run it again until it prints "done".
 #
 #   benchmarks/real_screening.sh                # everything, in order
-#   STEPS="klst eval" benchmarks/real_screening.sh
+#   STEPS="klst eval-fixed" benchmarks/real_screening.sh
 #   EXTRA="--tiny --max-steps 2" OUT=runs/smoke KEEP=runs/smoke/keep WORKERS=1 ITERATIONS=1 GRPO_GAMES=4 \
 #       SCREEN_GAMES=2 benchmarks/real_screening.sh                              # a smoke test
 set -euo pipefail
@@ -46,22 +46,19 @@ mkdir -p "$KEEP"
 KEPT_FILES=(klst.pt text-disagree.pt both-disagree.pt probe-disagree.json text-counterfactual.pt
     both-counterfactual.pt probe-counterfactual.json grpo-aggregate.pt grpo-aggregate.pt.state.pt
     grpo-sequence.pt grpo-sequence.pt.state.pt grpo-aggregate.jsonl grpo-sequence.jsonl screening.jsonl)
+kept() {  # where $OUT/$1 is kept (episodes gzipped, as every committed episode file)
+    if [[ $1 == *.jsonl ]]; then echo "$KEEP/${1%.jsonl}-episodes.jsonl.gz"; else echo "$KEEP/$1"; fi
+}
 for f in "${KEPT_FILES[@]}"; do
-    kept=$KEEP/$f
-    [[ $f == *.jsonl ]] && kept=$KEEP/${f%.jsonl}-episodes.jsonl.gz
-    if [[ ! -s $OUT/$f && -s $kept ]]; then
-        if [[ $f == *.jsonl ]]; then gunzip -c "$kept" >"$OUT/$f"; else cp "$kept" "$OUT/$f"; fi
+    if [[ ! -s $OUT/$f && -s $(kept "$f") ]]; then
+        if [[ $f == *.jsonl ]]; then gunzip -c "$(kept "$f")" >"$OUT/$f"; else cp "$(kept "$f")" "$OUT/$f"; fi
     fi
 done
-keep() {  # copy these files of $OUT into $KEEP (episodes gzipped)
+keep() {  # copy these files of $OUT into $KEEP
     local f
     for f in "$@"; do
         if [[ ! -s $OUT/$f ]]; then continue; fi
-        if [[ $f == *.jsonl ]]; then
-            gzip -c "$OUT/$f" >"$KEEP/${f%.jsonl}-episodes.jsonl.gz"
-        else
-            cp "$OUT/$f" "$KEEP/$f"
-        fi
+        if [[ $f == *.jsonl ]]; then gzip -c "$OUT/$f" >"$(kept "$f")"; else cp "$OUT/$f" "$(kept "$f")"; fi
     done
 }
 
