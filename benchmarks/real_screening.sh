@@ -13,8 +13,9 @@
 #
 # Cost on 2 cores (2 Ray workers): about 45 s a game, so 20-40 min per policy on 48 games, and
 # about 15-20 min per GRPO iteration (4 tasks x a group of 4, plus the references' rollouts).
-# Hence the order: the stateless variants are played first (baselines, then the acceptance list),
-# the GRPO routers are trained and played next, the extra routers last.
+# Hence the order: the stateless variants are played first (Random@20, the incumbent, the
+# acceptance list, then fp32 and 3-bit alone), the GRPO routers are trained and played next, the
+# extra routers last.
 #
 # Resumable across sessions and machines: the trained routers, the GRPO resume states and every
 # episode are kept under $KEEP (committed: benchmarks/results/real/screening/), copied back into
@@ -114,17 +115,18 @@ for step in $STEPS; do
         "$PY" benchmarks/routing_signals.py "$OUT/eval.jsonl" "${routers[@]}" --out "$OUT/signals-screening.md"
         ;;
     eval-fixed)
-        # the baselines, the incumbent (the uplift probe, trained on valid_seen's random episodes,
+        # Random@20, the incumbent (the uplift probe, trained on valid_seen's random episodes,
         # at the target that gave a ~0.24 share there: calibrated on low-only steps it routes more
-        # than its target), and the acceptance list's stateless routers
+        # than its target), the acceptance list's stateless routers, then fp32 and 3-bit alone
+        # (the references of GHC; the routers first, as their ranking is what screening is for)
         screen "random:0.2|$OUT/calib-low.jsonl" \
             "calibrated:probe:benchmarks/results/real/uplift-all.json:0.15|$OUT/calib-low.jsonl" \
-            "low|$OUT/calib-low.jsonl" \
-            "high|$OUT/calib-low.jsonl" \
             "calibrated:learned:$OUT/klst.pt:0.2|$OUT/calib-low.jsonl" \
             "calibrated:learned:$OUT/text-counterfactual.pt:0.2|$OUT/calib-low.jsonl" \
             "calibrated:probe:$OUT/probe-counterfactual.json:0.2|$OUT/calib-low.jsonl" \
-            "calibrated:learned:$OUT/both-counterfactual.pt:0.2|$OUT/calib-low.jsonl"
+            "calibrated:learned:$OUT/both-counterfactual.pt:0.2|$OUT/calib-low.jsonl" \
+            "low|$OUT/calib-low.jsonl" \
+            "high|$OUT/calib-low.jsonl"
         ;;
     grpo-aggregate | grpo-sequence)
         kind=${step#grpo-}
@@ -148,8 +150,10 @@ for step in $STEPS; do
         screen "calibrated:learned:$OUT/grpo-sequence.pt:0.2|$OUT/calib-low.jsonl"
         ;;
     eval-extra)
-        # routers already in the valid_seen table, for the screening's ranking
-        screen "calibrated:margin@0:0.2|$OUT/calib-low.jsonl" \
+        # routers already in the valid_seen table, for the screening's ranking (budget:8:high is
+        # the hand rule the uplift probe amounts to: the first 8 steps on fp32)
+        screen "budget:8:high|$OUT/calib-low.jsonl" \
+            "calibrated:margin@0:0.2|$OUT/calib-low.jsonl" \
             "calibrated:learned:$OUT/both-disagree.pt:0.2|$OUT/calib-low.jsonl" \
             "calibrated:probe:benchmarks/results/real/probe-disagree.json:0.2|$OUT/calib-low.jsonl"
         ;;
