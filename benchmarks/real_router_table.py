@@ -6,7 +6,8 @@
 Reads the evaluation episodes (JSONL, gzip allowed) that ``precision-router eval --setting real``
 wrote, groups them by policy, and writes the evaluation table (S ± SE, c, GHC, PGR, CPT), the
 paired comparisons (each routing policy against low-only, the random policy nearest in share and
-high-only) and the success-vs-share plot. Policies whose runs were split over game shards with a
+high-only), the success-vs-share plot and, with ``--positions 0 5 10 20``, where each policy spends
+its high steps (its high share by step index). Policies whose runs were split over game shards with a
 different router per shard (cross-fitted probes: ``--merge NAME=PREFIX[,PREFIX...]``) are merged into one row,
 so every row covers the same games. Policies that have not played every game yet are left out
 (``--partial``: kept, and every policy compared on the games all of them played).
@@ -19,6 +20,7 @@ import gzip
 import logging
 from collections import defaultdict
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 from precision_router.evaluation.metrics import summarize
@@ -56,14 +58,15 @@ def policy_name(episode: Episode, merge: dict[str, str], runs: dict[str, str] | 
     return episode.policy or "?"
 
 
-def build(
+def collect(
     paths: list[Path],
     merge: dict[str, str],
     *,
     partial: bool = False,
     only: list[str] | None = None,
     runs: dict[str, str] | None = None,
-) -> list[PolicyResult]:
+) -> dict[str, dict[str, Episode]]:
+    """Each row's episodes by game, on the games every row played (rows in table order)."""
     by_policy: dict[str, dict[str, Episode]] = defaultdict(dict)
     for path in paths:
         for episode in read_episodes(path):
@@ -77,12 +80,52 @@ def build(
         del by_policy[name]
     common = set.intersection(*(set(g) for g in by_policy.values())) if by_policy else set()
     order = sorted(by_policy, key=lambda n: (n != "high", n != "low", not n.startswith("random"), n))
-    results = []
-    for name in order:
-        episodes = [by_policy[name][g] for g in sorted(common)]
-        outcomes = {g: bool(by_policy[name][g].success) for g in sorted(common)}
-        results.append(PolicyResult(name, summarize(episodes), outcomes))
-    return results
+    return {name: {g: by_policy[name][g] for g in sorted(common)} for name in order}
+
+
+def build(
+    paths: list[Path],
+    merge: dict[str, str],
+    *,
+    partial: bool = False,
+    only: list[str] | None = None,
+    runs: dict[str, str] | None = None,
+) -> list[PolicyResult]:
+    return results_of(collect(paths, merge, partial=partial, only=only, runs=runs))
+
+
+def results_of(rows: dict[str, dict[str, Episode]]) -> list[PolicyResult]:
+    """One table row (summary and per-game outcomes) per policy."""
+    return [
+        PolicyResult(name, summarize(list(games.values())), {g: bool(e.success) for g, e in games.items()})
+        for name, games in rows.items()
+    ]
+
+
+def positions(rows: dict[str, dict[str, Episode]], edges: list[int]) -> str:
+    """Where each policy spends its high steps: the high share of the steps at each step-index range.
+
+    ``edges`` [0, 5, 10] gives the ranges 0-4, 5-9 and 10 on; each cell is the share of the steps
+    played at those indices that went high, and how many steps that is (the games that end early
+    leave fewer late steps).
+    """
+    if not edges or edges != sorted(set(edges)) or edges[0] < 0:
+        raise ValueError(f"step-index edges must be increasing and non-negative, got {edges}")
+    bounds: list[tuple[int, int | None]] = [*pairwise(edges), (edges[-1], None)]
+    labels = [f"steps {lo}-{hi - 1}" if hi is not None else f"steps {lo}+" for lo, hi in bounds]
+    lines = ["| policy | " + " | ".join(labels) + " |", "| --- |" + " --- |" * len(labels)]
+    for name, games in rows.items():
+        cells = []
+        for lo, hi in bounds:
+            routes = [
+                s.route == "high"
+                for e in games.values()
+                for s in e.steps
+                if s.index >= lo and (hi is None or s.index < hi)
+            ]
+            cells.append(f"{sum(routes) / len(routes):.2f} ({len(routes)})" if routes else "—")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def versus(results: list[PolicyResult], reference: str) -> str:
@@ -135,11 +178,19 @@ def main() -> None:
         default=["high", "low"],
         help="every policy is also compared with each of these (paired, on the same games)",
     )
+    parser.add_argument(
+        "--positions",
+        nargs="*",
+        type=int,
+        metavar="EDGE",
+        help="also tabulate each policy's high share by step index, in ranges starting at these edges (e.g. 0 5 10 20)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     merge = dict(item.split("=", 1) for item in args.merge)
     runs = dict(item.split("=", 1) for item in args.run_name)
-    results = build(args.traces, merge, partial=args.partial, only=args.only, runs=runs)
+    rows = collect(args.traces, merge, partial=args.partial, only=args.only, runs=runs)
+    results = results_of(rows)
     games = len(results[0].outcomes or {}) if results else 0
     plot = plot_frontier(results, args.out.with_suffix(".png"))
     paired = paired_table(results)
@@ -149,6 +200,14 @@ def main() -> None:
         *([PAIRED, paired] if paired else []),
         "Against " + ", ".join(args.versus) + ":",
         *[table for table in (versus(results, name) for name in args.versus) if table],
+        *(
+            [
+                "Where the high steps go: each policy's high share (and step count) by step index:",
+                positions(rows, args.positions),
+            ]
+            if args.positions
+            else []
+        ),
         f"![success vs share]({plot.name})",
     ]
     text = "\n\n".join(sections)

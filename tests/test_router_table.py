@@ -61,3 +61,16 @@ def test_partial_policies_are_left_out_unless_asked(table, tmp_path: Path) -> No
     partial = table.build([path], {}, partial=True)
     assert [r.name for r in partial] == ["high", "random:0.2"]
     assert all(len(r.outcomes) == 1 for r in partial)  # compared on the game both played
+
+
+def test_positions_tabulate_the_high_share_by_step_index(table, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    episodes = [_episode("early", "r", g, True, "hhllll") for g in ("g0", "g1")]
+    episodes += [_episode("late", "r", "g0", False, "llllhh"), _episode("late", "r", "g1", True, "lll")]
+    rows = table.collect([_write(tmp_path / "episodes.jsonl.gz", episodes)], {})
+    text = table.positions(rows, [0, 2, 4])
+    lines = text.splitlines()
+    assert lines[0] == "| policy | steps 0-1 | steps 2-3 | steps 4+ |"
+    assert "| early | 1.00 (4) | 0.00 (4) | 0.00 (4) |" in lines
+    assert "| late | 0.00 (4) | 0.00 (3) | 1.00 (2) |" in lines
+    with pytest.raises(ValueError, match="increasing"):
+        table.positions(rows, [5, 2])
