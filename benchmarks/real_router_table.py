@@ -83,17 +83,6 @@ def collect(
     return {name: {g: by_policy[name][g] for g in sorted(common)} for name in order}
 
 
-def build(
-    paths: list[Path],
-    merge: dict[str, str],
-    *,
-    partial: bool = False,
-    only: list[str] | None = None,
-    runs: dict[str, str] | None = None,
-) -> list[PolicyResult]:
-    return results_of(collect(paths, merge, partial=partial, only=only, runs=runs))
-
-
 def results_of(rows: dict[str, dict[str, Episode]]) -> list[PolicyResult]:
     """One table row (summary and per-game outcomes) per policy."""
     return [
@@ -180,7 +169,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--positions",
-        nargs="*",
+        nargs="+",
         type=int,
         metavar="EDGE",
         help="also tabulate each policy's high share by step index, in ranges starting at these edges (e.g. 0 5 10 20)",

@@ -40,11 +40,11 @@ def test_one_policy_played_with_two_low_models_becomes_two_rows(table, tmp_path:
     episodes += [_episode("low", "pair@q2", g, g == "g0", "ll") for g in games]
     path = _write(tmp_path / "episodes.jsonl.gz", episodes)
 
-    merged = table.build([path], {})
+    merged = table.results_of(table.collect([path], {}))
     assert [r.name for r in merged] == ["high", "low"]  # without --run-name the later run overwrites
 
     runs = {"low|pair@q2": "low (q2)", "low|pair@q3": "low (q3)"}
-    results = {r.name: r for r in table.build([path], {}, runs=runs)}
+    results = {r.name: r for r in table.results_of(table.collect([path], {}, runs=runs))}
     assert sorted(results) == ["high", "low (q2)", "low (q3)"]
     assert sum(results["low (q3)"].outcomes.values()) == 3
     assert sum(results["low (q2)"].outcomes.values()) == 1
@@ -57,8 +57,8 @@ def test_partial_policies_are_left_out_unless_asked(table, tmp_path: Path) -> No
     episodes = [_episode("high", "r", g, True, "h") for g in ("g0", "g1")]
     episodes.append(_episode("random:0.2", "r", "g0", False, "l"))
     path = _write(tmp_path / "episodes.jsonl.gz", episodes)
-    assert [r.name for r in table.build([path], {})] == ["high"]
-    partial = table.build([path], {}, partial=True)
+    assert [r.name for r in table.results_of(table.collect([path], {}))] == ["high"]
+    partial = table.results_of(table.collect([path], {}, partial=True))
     assert [r.name for r in partial] == ["high", "random:0.2"]
     assert all(len(r.outcomes) == 1 for r in partial)  # compared on the game both played
 
