@@ -14,7 +14,7 @@
 # Cost on 2 cores (2 Ray workers): about 45 s a game, so 20-40 min per policy on 48 games, and
 # about 15-20 min per GRPO iteration (4 tasks x a group of 4, plus the references' rollouts).
 # Hence the order: the stateless variants are played first (Random@20, the incumbent, the
-# acceptance list, then fp32 and 3-bit alone), the GRPO routers are trained and played next, the
+# acceptance list), the GRPO routers are trained and played next, then fp32 and 3-bit alone, the
 # extra routers last.
 #
 # Resumable across sessions and machines: the trained routers, the GRPO resume states and every
@@ -33,7 +33,7 @@ GRPO_GAMES=${GRPO_GAMES:-48}
 SCREEN_GAMES=${SCREEN_GAMES:-48}
 WORKERS=${WORKERS:-2}
 KEEP=${KEEP:-benchmarks/results/real/screening}
-STEPS=${STEPS:-"klst variants eval-fixed grpo-aggregate eval-aggregate grpo-sequence eval-sequence eval-extra"}
+STEPS=${STEPS:-"klst variants eval-fixed grpo-aggregate eval-aggregate grpo-sequence eval-sequence eval-references eval-extra"}
 read -r -a EXTRA_ARGS <<<"${EXTRA:-}"
 mkdir -p "$KEEP"
 
@@ -117,16 +117,18 @@ for step in $STEPS; do
     eval-fixed)
         # Random@20, the incumbent (the uplift probe, trained on valid_seen's random episodes,
         # at the target that gave a ~0.24 share there: calibrated on low-only steps it routes more
-        # than its target), the acceptance list's stateless routers, then fp32 and 3-bit alone
-        # (the references of GHC; the routers first, as their ranking is what screening is for)
+        # than its target), then the acceptance list's stateless routers
         screen "random:0.2|$OUT/calib-low.jsonl" \
             "calibrated:probe:benchmarks/results/real/uplift-all.json:0.15|$OUT/calib-low.jsonl" \
             "calibrated:learned:$OUT/klst.pt:0.2|$OUT/calib-low.jsonl" \
             "calibrated:learned:$OUT/text-counterfactual.pt:0.2|$OUT/calib-low.jsonl" \
             "calibrated:probe:$OUT/probe-counterfactual.json:0.2|$OUT/calib-low.jsonl" \
-            "calibrated:learned:$OUT/both-counterfactual.pt:0.2|$OUT/calib-low.jsonl" \
-            "low|$OUT/calib-low.jsonl" \
-            "high|$OUT/calib-low.jsonl"
+            "calibrated:learned:$OUT/both-counterfactual.pt:0.2|$OUT/calib-low.jsonl"
+        ;;
+    eval-references)
+        # fp32 and 3-bit alone, the references of GHC (after the routers: their ranking is what
+        # screening is for)
+        screen "low|$OUT/calib-low.jsonl" "high|$OUT/calib-low.jsonl"
         ;;
     grpo-aggregate | grpo-sequence)
         kind=${step#grpo-}
@@ -163,7 +165,7 @@ for step in $STEPS; do
         ;;
     *)
         echo "unknown step $step (klst, variants, offline, eval-fixed, grpo-aggregate, eval-aggregate," \
-            "grpo-sequence, eval-sequence, eval-extra, keep)" >&2
+            "grpo-sequence, eval-sequence, eval-references, eval-extra, keep)" >&2
         exit 2
         ;;
     esac
